@@ -1,0 +1,2 @@
+"""socratic: teacher-student learning for PyTorch."""
+__version__ = "0.1.0"

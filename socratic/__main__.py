@@ -1,0 +1,5 @@
+import sys
+
+from socratic.cli import main
+
+sys.exit(main())

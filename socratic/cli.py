@@ -1,0 +1,212 @@
+"""The `socratic` command: thin subcommands over the library. Bad input exits 2 with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from socratic.config import ConfigError, load_config
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML experiment config (see configs/ and docs/configs.md)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides applied after the file, e.g. optim.lr=0.01 seed=3")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from socratic.experiment import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    if args.command == "train" and config.method.name != "ce":
+        raise ConfigError(f"'socratic train' trains without a teacher (method.name: ce); "
+                          f"this config has method.name '{config.method.name}': use 'socratic distill'")
+    if args.command == "distill" and config.method.name == "ce":
+        raise ConfigError("'socratic distill' needs a distillation method (method.name: kd, fitnet, ...) and "
+                          "a teacher; use 'socratic train' for method.name: ce")
+    summary = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
+    console.print_json(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from socratic.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, dataset=args.data, root=args.root, split=args.split,
+                                 batch_size=args.batch_size, device=args.device, precision=args.precision)
+    console.print_json(json.dumps(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from socratic.reports import report, to_csv, to_markdown
+
+    rows = report(args.runs)
+    console.print(to_markdown(rows), markup=False, highlight=False)
+    if args.csv:
+        Path(args.csv).write_text(to_csv(rows))
+        err_console.print(f"wrote {args.csv}")
+    return 0
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"--input-size must be C,H,W like 3,32,32, got '{text}'")
+    return size  # type: ignore[return-value]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from socratic.models import describe_models, list_models
+
+    names = args.names or list_models()
+    table = Table("model", "parameters", f"FLOPs at {'x'.join(map(str, args.input_size))}")
+    for row in describe_models(names, num_classes=args.num_classes, input_size=args.input_size):
+        table.add_row(row["name"], f"{row['params']:,}", f"{row['flops'] / 1e6:,.1f} M")
+    console.print(table)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from socratic.bench import bench_pair
+
+    result = bench_pair(args.teacher, args.student, batch_size=args.batch_size, precision=args.precision,
+                        channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
+                        num_classes=args.num_classes, input_size=args.input_size, device=args.device)
+    table = Table("measure", "value")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from socratic.data import ensure_fashion_mnist, load_dataset
+
+    if args.name != "fashion_mnist" and args.install:
+        raise ConfigError("--install is only available for fashion_mnist (Debian's dataset-fashion-mnist)")
+    root = ensure_fashion_mnist() if args.install else args.root
+    for split in ("train", "test"):
+        dataset = load_dataset(args.name, root=root, split=split, download=args.download)
+        console.print(f"{args.name} {split}: {len(dataset)} images of {tuple(dataset.image_shape)}, "
+                      f"{dataset.num_classes} classes")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from socratic.demo import run_demo
+
+    run_demo(output_dir=args.output_dir, epochs=args.epochs, train_subset=args.train_subset)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="socratic", description="Teacher-student learning for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a teacher or a from-scratch baseline (method.name: ce)",
+                           description="Train a network on labels alone; the run folder is "
+                                       "<output_dir>/<name>/seed<seed>.")
+    _add_run_arguments(train)
+    train.set_defaults(func=cmd_run)
+    distill = sub.add_parser("distill", help="distil a student from a trained teacher (kd, fitnet, ...)",
+                             description="Distil a student from the teacher checkpoint(s) named in the config.")
+    _add_run_arguments(distill)
+    distill.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy of a checkpoint on a dataset split")
+    evaluate.add_argument("checkpoint", help="a checkpoint written by socratic (best.pt or last.pt)")
+    evaluate.add_argument("--data", default=None, help="dataset name (default: the one the checkpoint was trained on)")
+    evaluate.add_argument("--root", default=None, help="dataset folder (default: the dataset's default places)")
+    evaluate.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    evaluate.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
+    rep.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
+    rep.add_argument("--csv", default=None, help="also write the table as CSV to this file")
+    rep.set_defaults(func=cmd_report)
+
+    models = sub.add_parser("models", help="list zoo models with parameters and FLOPs")
+    models.add_argument("names", nargs="*", help="models to describe (default: all registered)")
+    models.add_argument("--num-classes", type=int, default=100, help="classifier size (default 100)")
+    models.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
+    models.set_defaults(func=cmd_models)
+
+    bench = sub.add_parser("bench", help="img/s of teacher forward, student step and KD step; peak memory")
+    bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
+    bench.add_argument("--student", default="resnet8x4", help="student model name (default resnet8x4)")
+    bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    bench.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps per measure (default 10)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
+    bench.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
+    bench.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    bench.add_argument("--json", default=None, help="also write the results to this JSON file")
+    bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="check (or install) a dataset and print its size")
+    data.add_argument("name", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"], help="dataset")
+    data.add_argument("--root", default=None, help="dataset folder")
+    data.add_argument("--install", action="store_true",
+                      help="fashion_mnist: install Debian's dataset-fashion-mnist if apt can be used, else download")
+    data.add_argument("--download", action="store_true", help="allow a download when the files are missing")
+    data.set_defaults(func=cmd_data)
+
+    demo = sub.add_parser("demo", help="teacher, student and KD student on Fashion-MNIST, with a summary table")
+    demo.add_argument("--output-dir", default="runs/demo", help="where the three runs go (replaced each time)")
+    demo.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the demo's own)")
+    demo.add_argument("--train-subset", type=float, default=None,
+                      help="fraction or count of training images (default: the demo's own)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from socratic.data import DatasetNotFoundError
+    from socratic.engine.checkpoint import CheckpointError
+    from socratic.engine.trainer import NonFiniteLossError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may also follow options (`train c.yaml --resume optim.lr=0.1`)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    if hasattr(args, "overrides"):
+        args.overrides += overrides
+        extra = [a for a in extra if a not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError) as err:
+        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as err:
+        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

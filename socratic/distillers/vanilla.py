@@ -1,0 +1,24 @@
+"""Training from scratch on labels: the baseline every method is compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from socratic.config.schema import MethodConfig
+from socratic.distillers.base import Distiller, register_distiller
+from socratic.losses import cross_entropy
+
+
+class Vanilla(Distiller):
+    """Cross-entropy on the labels only (used for teachers and from-scratch students)."""
+
+    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self.student(x)
+        return logits, {"ce": cross_entropy(logits, y)}
+
+
+@register_distiller("ce")
+def _build(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module]) -> Distiller:
+    return Vanilla(student, teachers)

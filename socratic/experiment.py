@@ -1,0 +1,157 @@
+"""From a validated config to a finished run: data, models, teachers, distiller, run folder, trainer.
+
+Everything that can fail on bad input (data, models, teacher checkpoints) is built before the run folder
+is created, so a bad config never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+import socratic
+from socratic.config import ConfigError, ExperimentConfig, config_to_dict, save_config
+from socratic.config.schema import ModelConfig
+from socratic.data import ImageDataset, TensorLoader, default_augment, load_dataset, stratified_subset
+from socratic.distillers import Distiller, create_distiller
+from socratic.engine.checkpoint import CheckpointError, load_weights
+from socratic.engine.runtime import select_device, seed_everything
+from socratic.engine.trainer import StepCallback, Trainer
+from socratic.models import create_model
+
+
+@dataclass
+class Datasets:
+    train: ImageDataset
+    test: ImageDataset
+
+
+def load_datasets(cfg: ExperimentConfig) -> Datasets:
+    """The train (optionally a stratified subset) and test splits named by `cfg.data`."""
+    data = cfg.data
+    kwargs = dict(root=data.root, cache_dir=data.cache_dir, download=data.download)
+    train = load_dataset(data.name, split="train", **kwargs)
+    test = load_dataset(data.name, split="test", **kwargs)
+    if data.train_subset is not None:
+        subset = data.train_subset
+        if subset <= 1:
+            train = stratified_subset(train, fraction=subset, seed=data.subset_seed)
+        else:
+            train = stratified_subset(train, count=int(subset), seed=data.subset_seed)
+    return Datasets(train, test)
+
+
+def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
+    data = cfg.data
+    augment = default_augment(data.name) if data.augment else None
+    common = dict(device=device, channels_last=cfg.runtime.channels_last)
+    train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed, **common)
+    test = TensorLoader(datasets.test, data.eval_batch_size, shuffle=False, augment=None, seed=cfg.seed, **common)
+    return train, test
+
+
+def build_model(model_cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+    try:
+        return create_model(model_cfg.name, num_classes=num_classes, in_channels=in_channels, **model_cfg.kwargs)
+    except TypeError as err:
+        raise ConfigError(f"model '{model_cfg.name}': bad kwargs {model_cfg.kwargs} ({err})") from err
+
+
+def load_teacher(model_cfg: ModelConfig, num_classes: int, in_channels: int, index: int = 0) -> nn.Module:
+    """Build a teacher and load its checkpoint, refusing one made for another model or class count."""
+    if not model_cfg.checkpoint:
+        raise ConfigError(f"teachers.{index}.checkpoint is required")
+    teacher = build_model(model_cfg, num_classes, in_channels)
+    role = f"teachers.{index} ({model_cfg.name})"
+    meta = load_weights(teacher, model_cfg.checkpoint, role=role)
+    if meta.get("num_classes") not in (None, num_classes):
+        raise CheckpointError(
+            f"{role}: checkpoint {model_cfg.checkpoint} was trained for {meta['num_classes']} classes "
+            f"but the dataset has {num_classes}"
+        )
+    if meta.get("model_name") not in (None, model_cfg.name):
+        raise CheckpointError(
+            f"{role}: checkpoint {model_cfg.checkpoint} holds a '{meta['model_name']}', not a '{model_cfg.name}'"
+        )
+    return teacher.eval()
+
+
+def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -> Distiller:
+    student = build_model(cfg.student, num_classes, in_channels)
+    teachers = [load_teacher(t, num_classes, in_channels, i) for i, t in enumerate(cfg.teachers)]
+    try:
+        return create_distiller(cfg.method, student, teachers)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name / f"seed{cfg.seed}"
+
+
+def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, Any]:
+    """What a checkpoint must remember to be rebuilt and evaluated later (`socratic evaluate`)."""
+    return {
+        "model_name": cfg.student.name,
+        "model_kwargs": dict(cfg.student.kwargs),
+        "num_classes": dataset.num_classes,
+        "in_channels": dataset.image_shape[0],
+        "image_shape": list(dataset.image_shape),
+        "dataset": cfg.data.name,
+        "classes": list(dataset.classes),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "socratic_version": socratic.__version__,
+    }
+
+
+def _check_resumable(cfg: ExperimentConfig, run_dir: Path) -> None:
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    current = config_to_dict(cfg)
+    ignore = {"runtime"}  # progress bars, threads, device may change between sessions
+    changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
+    if changed:
+        raise ConfigError(f"cannot resume {run_dir}: the config differs from the saved one in {', '.join(changed)}")
+
+
+def prepare_run_dir(cfg: ExperimentConfig, *, resume: bool, overwrite: bool) -> Path:
+    run_dir = run_dir_for(cfg)
+    has_run = (run_dir / "config.yaml").exists()
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"--resume: no checkpoint to resume at {run_dir / 'checkpoints' / 'last.pt'}")
+        _check_resumable(cfg, run_dir)
+        return run_dir
+    if has_run and not overwrite:
+        raise ConfigError(f"run folder {run_dir} exists: pass --resume to continue it or --overwrite to replace it")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def run_experiment(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
+                   callbacks: Iterable[StepCallback] = ()) -> dict[str, Any]:
+    """Train (or distil) as `cfg` says and return the run summary."""
+    seed_everything(cfg.seed, cfg.runtime.deterministic)
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    device = select_device(cfg.runtime.device)
+    datasets = load_datasets(cfg)
+    in_channels = datasets.train.image_shape[0]
+    distiller = build_distiller(cfg, datasets.train.num_classes, in_channels)
+    train_loader, test_loader = make_loaders(cfg, datasets, device)
+    run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    trainer = Trainer(distiller, train_loader, test_loader, cfg, run_dir, device,
+                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks)
+    if resume:
+        trainer.resume()
+    return trainer.fit()

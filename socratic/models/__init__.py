@@ -1,0 +1,24 @@
+"""socratic's model zoo: CIFAR definitions of the KD literature plus torchvision/timm wrappers.
+
+>>> from socratic.models import create_model
+>>> model = create_model("resnet8x4", num_classes=100)
+>>> feats = model.forward_features(x)  # Features(stages, embedding, logits)
+"""
+
+from .features import FeatureModel, Features
+from .registry import create_model, list_models, register_model
+from .summary import count_flops, count_parameters, describe_models
+
+# Import the architectures so that their names are registered.
+from . import mobilenetv2, regnet, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401
+
+__all__ = [
+    "Features",
+    "FeatureModel",
+    "create_model",
+    "list_models",
+    "register_model",
+    "count_parameters",
+    "count_flops",
+    "describe_models",
+]

@@ -1,0 +1,112 @@
+"""Run folders -> tables: runs grouped by config (all but the seed), mean ± std over seeds."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METRICS = ("best_top1", "last_top1", "train_time")
+
+
+@dataclass
+class RunGroup:
+    """Runs that share a config except for the seed."""
+
+    name: str
+    config: dict[str, Any]
+    seeds: list[int] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [s[metric] for s in self.summaries if metric in s]
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Every run folder (one with `summary.json` and `config.yaml`) at or below the given paths."""
+    runs: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"no such run folder: {path}")
+        candidates = [path / "summary.json"] if (path / "summary.json").exists() else path.rglob("summary.json")
+        runs.update(p.parent for p in candidates if (p.parent / "config.yaml").exists())
+    return sorted(runs)
+
+
+def _group_key(config: dict[str, Any]) -> str:
+    stripped = {k: v for k, v in config.items() if k not in ("seed", "output_dir", "runtime")}
+    return hashlib.sha256(json.dumps(stripped, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
+    groups: dict[str, RunGroup] = {}
+    for run_dir in run_dirs:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        group = groups.setdefault(_group_key(config), RunGroup(config["name"], config))
+        group.seeds.append(config["seed"])
+        group.summaries.append(summary)
+    return sorted(groups.values(), key=lambda g: g.name)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _describe(config: dict[str, Any]) -> tuple[str, str, str]:
+    teachers = "+".join(t["name"] for t in config.get("teachers", [])) or "-"
+    return config["method"]["name"], config["student"]["name"], teachers
+
+
+def table_rows(groups: list[RunGroup]) -> list[dict[str, Any]]:
+    rows = []
+    for group in groups:
+        method, student, teachers = _describe(group.config)
+        row: dict[str, Any] = {
+            "name": group.name, "method": method, "student": student, "teachers": teachers,
+            "dataset": group.config["data"]["name"], "seeds": len(group.seeds),
+        }
+        for metric in METRICS:
+            mean, std = mean_std(group.values(metric))
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    header = "| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) | train time (s) |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
+            f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | {r['last_top1_mean']:.2f} ± {r['last_top1_std']:.2f} | "
+            f"{r['train_time_mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def report(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Rows of the report table for all runs found under `paths`."""
+    runs = find_runs(paths)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs (folders with summary.json) under {', '.join(map(str, paths))}")
+    return table_rows(group_runs(runs))

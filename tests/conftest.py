@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny datasets written in the real on-disk formats, so no test touches the network."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array in the IDX format (magic 0x0000 08 <ndim>, big-endian sizes), gzipped."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+def learnable_images(count: int, seed: int, num_classes: int = 10, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images with a bright square whose position encodes the class: easy but not trivial."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % num_classes
+    rng.shuffle(labels)
+    images = rng.integers(0, 80, size=(count, size, size), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 4)
+        images[i, 2 + row * 8: 8 + row * 8, 2 + col * 6: 8 + col * 6] = 230
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Fashion-MNIST-format folder: 400 train and 200 test 28x28 images of 10 classes."""
+    root = tmp_path_factory.mktemp("fashion")
+    for split, count, seed in (("train", 400, 0), ("t10k", 200, 1)):
+        images, labels = learnable_images(count, seed)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture()
+def run_config(tiny_fashion: Path, tmp_path: Path) -> dict:
+    """Plain-data config of a fast run on the tiny dataset (tests copy and change it)."""
+    return {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"name": "fashion_mnist", "root": str(tiny_fashion), "batch_size": 50, "eval_batch_size": 100,
+                 "cache_dir": str(tmp_path / "cache")},
+        "student": {"name": "resnet8"},
+        "method": {"name": "ce"},
+        "optim": {"epochs": 2, "lr": 0.05, "schedule": "cosine"},
+        "runtime": {"device": "cpu", "progress": False, "deterministic": True},
+    }

@@ -1,0 +1,149 @@
+"""End to end through the command line: train, distill, evaluate, report, resume, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from socratic.cli import main
+from socratic.config import config_from_dict
+from socratic.engine.logger import read_metrics
+from socratic.experiment import run_experiment
+
+
+def _write(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _run_dir(config: dict) -> Path:
+    return Path(config["output_dir"]) / config["name"] / f"seed{config.get('seed', 0)}"
+
+
+def test_train_distill_evaluate_report(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    teacher = {**run_config, "name": "teacher", "student": {"name": "resnet14"}, "optim": {**run_config["optim"], "epochs": 6, "lr": 0.1}}
+    assert main(["train", str(_write(teacher, tmp_path / "teacher.yaml"))]) == 0
+    teacher_dir = _run_dir(teacher)
+    for item in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt", "tb"):
+        assert (teacher_dir / item).exists(), item
+    metrics = read_metrics(teacher_dir / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert {"train_ce", "train_loss", "val_top1", "val_top5", "best_top1", "lr"} <= set(metrics[0])
+    summary = json.loads((teacher_dir / "summary.json").read_text())
+    assert summary["best_top1"] > 30.0  # 10 classes: chance is 10%
+
+    checkpoint = str(teacher_dir / "checkpoints" / "best.pt")
+    kd = {**run_config, "name": "kd", "teachers": [{"name": "resnet14", "checkpoint": checkpoint}],
+          "method": {"name": "kd"}}
+    kd_path = _write(kd, tmp_path / "kd.yaml")
+    assert main(["distill", str(kd_path), "seed=1"]) == 0
+    assert main(["distill", str(kd_path), "seed=2", "method.name=fitnet", "method.ce_weight=1.0"]) == 0
+    assert read_metrics(tmp_path / "runs" / "kd" / "seed1" / "metrics.jsonl")[-1]["train_kd"] > 0
+    assert "train_hint" in read_metrics(tmp_path / "runs" / "kd" / "seed2" / "metrics.jsonl")[-1]
+
+    capsys.readouterr()
+    assert main(["evaluate", checkpoint, "--root", run_config["data"]["root"]]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(summary["best_top1"], abs=1e-6) and result["samples"] == 200
+
+    csv_path = tmp_path / "report.csv"
+    assert main(["report", str(tmp_path / "runs"), "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher | ce | - | resnet14 |" in out
+    # seed 1 (kd) and seed 2 (fitnet) differ in method: two groups of one seed each
+    assert out.count("| kd |") == 2 and csv_path.read_text().startswith("name,method,student")
+
+
+def test_resume_after_interruption_reaches_the_same_result(run_config: dict, tmp_path: Path) -> None:
+    run_config["optim"]["epochs"] = 3
+    full = run_experiment(config_from_dict({**run_config, "name": "full"}))
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch: int, step: int) -> None:
+        if epoch == 2 and step == 3:
+            raise Killed
+
+    interrupted = config_from_dict({**run_config, "name": "interrupted"})
+    with pytest.raises(Killed):
+        run_experiment(interrupted, callbacks=[kill])
+    assert [m["epoch"] for m in read_metrics(_run_dir({**run_config, "name": "interrupted"}) / "metrics.jsonl")] == [1]
+    resumed = run_experiment(config_from_dict({**run_config, "name": "interrupted"}), resume=True)
+    assert resumed["last_top1"] == full["last_top1"] and resumed["best_top1"] == full["best_top1"]
+    a = read_metrics(_run_dir({**run_config, "name": "full"}) / "metrics.jsonl")
+    b = read_metrics(_run_dir({**run_config, "name": "interrupted"}) / "metrics.jsonl")
+    assert [m["train_loss"] for m in a] == [m["train_loss"] for m in b]
+    wa = torch.load(_run_dir({**run_config, "name": "full"}) / "checkpoints/last.pt", weights_only=True)["model"]
+    wb = torch.load(_run_dir({**run_config, "name": "interrupted"}) / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_input_exits_2_without_a_run_folder(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _write(run_config, tmp_path / "c.yaml")
+    runs = Path(run_config["output_dir"])
+    assert "unknown config key 'optim.lrate'" in _error(["train", str(path), "optim.lrate=1"], capsys)
+    assert "optim.epochs: expected an integer, got 'many'" in _error(["train", str(path), "optim.epochs=many"], capsys)
+    missing = _error(["train", str(path), f"data.root={tmp_path / 'nowhere'}"], capsys)
+    assert str(tmp_path / "nowhere") in missing and "dataset-fashion-mnist" in missing
+    assert "use 'socratic distill'" in _error(["train", str(path), "method.name=kd", "teachers.0.name=resnet8",
+                                              "teachers.0.checkpoint=x.pt"], capsys)
+    assert not runs.exists()
+
+
+def test_teacher_checkpoint_that_does_not_fit(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_config["optim"]["epochs"] = 1
+    run_experiment(config_from_dict({**run_config, "name": "t"}))
+    checkpoint = _run_dir({**run_config, "name": "t"}) / "checkpoints" / "best.pt"
+    path = _write({**run_config, "name": "kd", "method": {"name": "kd"},
+                   "teachers": [{"name": "resnet14", "checkpoint": str(checkpoint)}]}, tmp_path / "kd.yaml")
+    err = _error(["distill", str(path)], capsys)
+    assert "teachers.0 (resnet14): checkpoint" in err and "does not fit the architecture" in err and "made for resnet8" in err
+    state = torch.load(checkpoint, weights_only=True)
+    state["meta"]["num_classes"] = 100
+    torch.save(state, tmp_path / "hundred.pt")
+    err = _error(["distill", str(path), "teachers.0.name=resnet8", f"teachers.0.checkpoint={tmp_path / 'hundred.pt'}"], capsys)
+    assert "trained for 100 classes but the dataset has 10" in err
+    assert not (Path(run_config["output_dir"]) / "kd").exists()
+
+
+def test_nan_loss_stops_with_epoch_and_step(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _write({**run_config, "optim": {**run_config["optim"], "lr": 1.0e30, "epochs": 3}}, tmp_path / "c.yaml")
+    assert main(["train", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch" in err and "step" in err
+    assert "last good checkpoint" in err
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_config["optim"]["epochs"] = 1
+    path = _write(run_config, tmp_path / "c.yaml")
+    assert main(["train", str(path)]) == 0
+    assert "exists: pass --resume" in _error(["train", str(path)], capsys)
+    assert "differs from the saved one in optim" in _error(["train", str(path), "--resume", "optim.lr=0.2"], capsys)
+    assert main(["train", str(path), "--overwrite"]) == 0
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("train", "distill", "evaluate", "report", "models", "bench", "data", "demo"):
+        assert command in out
+
+
+def test_models_and_bench_commands(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["models", "resnet8x4", "resnet32x4"]) == 0
+    out = capsys.readouterr().out
+    assert "1,233,540" in out and "7,433,860" in out
+    assert main(["bench", "--teacher", "resnet14", "--student", "resnet8", "--batch-size", "8", "--steps", "1",
+                 "--warmup", "0", "--num-classes", "10", "--json", str(tmp_path / "b.json")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["kd_step_img_per_s"] > 0 and result["peak_memory_mb"] > 0
