@@ -27,4 +27,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .socratic-cache
+	rm -rf $(VENV)

@@ -53,3 +53,9 @@ def run_config(tiny_fashion: Path, tmp_path: Path) -> dict:
         "optim": {"epochs": 2, "lr": 0.05, "schedule": "cosine"},
         "runtime": {"device": "cpu", "progress": False, "deterministic": True},
     }
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded-dataset caches of the tests go to a temporary folder, never to ~/.cache/socratic."""
+    monkeypatch.setenv("SOCRATIC_CACHE", str(tmp_path_factory.getbasetemp() / "socratic-cache"))

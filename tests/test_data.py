@@ -104,7 +104,9 @@ def make_cifar100(base: Path, n: int = 12) -> dict:
     return out
 
 
-def make_imagefolder(root: Path, counts: dict[str, dict[str, int]], size=(8, 6), mode: str = "RGB", seed: int = 0) -> dict:
+def make_imagefolder(
+    root: Path, counts: dict[str, dict[str, int]], size=(8, 6), mode: str = "RGB", seed: int = 0
+) -> dict:
     """root/<split>/<class>/<i>.png with random pixels; returns the arrays per (split, class)."""
     rng = np.random.default_rng(seed)
     arrays: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -121,11 +123,13 @@ def make_imagefolder(root: Path, counts: dict[str, dict[str, int]], size=(8, 6),
 
 
 def labelled_dataset(labels: list[int] | np.ndarray, num_classes: int, hw=(4, 4), channels: int = 3) -> ImageDataset:
-    """An in-memory dataset whose pixel (0, 0, 0) holds the sample index mod 256."""
+    """An in-memory dataset of random pixels with the given labels (labels identify samples)."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     n = len(labels)
-    images = torch.randint(0, 256, (n, channels, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return ImageDataset(images, labels, [f"c{i}" for i in range(num_classes)], (0.5,) * channels, (0.25,) * channels, "cifar10")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, channels, *hw), dtype=torch.uint8, generator=gen)
+    classes = [f"c{i}" for i in range(num_classes)]
+    return ImageDataset(images, labels, classes, (0.5,) * channels, (0.25,) * channels, "cifar10")
 
 
 @pytest.fixture(autouse=True)
@@ -313,10 +317,17 @@ def test_missing_fashion_mnist_names_every_place(tmp_path, monkeypatch):
         load_dataset("fashion_mnist", root=tmp_path / "mine", cache_dir=tmp_path / "c")
     assert isinstance(e.value, FileNotFoundError)
     msg = str(e.value)
-    for place in (tmp_path / "mine", fm.SYSTEM_DIR, fm.DEFAULT_ROOT):
-        assert str(place) in msg
+    assert str(tmp_path / "mine") in msg
+    # a root the user names is the only place searched: no silent fallback to another copy
+    assert str(fm.SYSTEM_DIR) not in msg.split("To get it")[0]
     assert "apt-get install dataset-fashion-mnist" in msg and "download=True" in msg
     assert called == []  # never downloads without download=True
+    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(fm, "DEFAULT_ROOT", tmp_path / "default")
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("fashion_mnist", cache_dir=tmp_path / "c")
+    for place in (tmp_path / "system", tmp_path / "default"):
+        assert str(place) in str(e.value)
 
 
 def test_fashion_mnist_download_only_when_asked(tmp_path, monkeypatch):
@@ -343,6 +354,28 @@ def test_missing_cifar_and_imagefolder(tmp_path, monkeypatch):
     assert str(tmp_path / "imgs" / "test") in str(e.value)
     with pytest.raises(ValueError, match="root"):
         load_dataset("imagefolder")
+
+
+def test_cifar_download_goes_through_torchvision(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            make_cifar10(Path(root))
+
+    tv = types.ModuleType("torchvision")
+    tv.datasets = types.SimpleNamespace(CIFAR10=FakeCIFAR10, CIFAR100=None)
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", tv.datasets)
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset("cifar10", split="test")  # download=False: never calls torchvision
+    assert calls == []
+    ds = load_dataset("cifar10", split="test", download=True, cache_dir=tmp_path / "c")
+    assert calls == [(str(Path("data") / "cifar10"), False, True)] and len(ds) == 4
 
 
 # ------------------------------------------------------------------------------------------
@@ -583,8 +616,10 @@ def test_loader_rank_sharding_partitions_the_permutation():
 
 def test_loader_channels_last_and_validation():
     ds = labelled_dataset(np.arange(6) % 2, 2, hw=(4, 4))
-    x, y = next(iter(TensorLoader(ds, 4, channels_last=True, pin_memory=True)))
+    threads = torch.get_num_threads()
+    x, y = next(iter(TensorLoader(ds, 4, channels_last=True, pin_memory=True, prep_threads=threads + 1)))
     assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 4, 4)
+    assert torch.get_num_threads() == threads  # restored before the batch is handed out
     with pytest.raises(ValueError):
         TensorLoader(ds, 0)
     with pytest.raises(ValueError):

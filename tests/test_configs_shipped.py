@@ -1,0 +1,30 @@
+"""Every shipped config parses and validates (teacher checkpoints need not exist yet)."""
+
+from pathlib import Path
+
+import pytest
+
+from socratic.config import load_config
+from socratic.models import list_models
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+
+
+def test_configs_exist() -> None:
+    assert len(CONFIGS) >= 20
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_config_is_valid(path: Path) -> None:
+    config = load_config(path)
+    names = set(list_models(include_aliases=True))
+    assert config.student.name in names and all(t.name in names for t in config.teachers)
+
+
+def test_cifar100_recipes_follow_the_paper() -> None:
+    for path in (p for p in CONFIGS if "cifar100" in p.parts):
+        config = load_config(path)
+        assert (config.optim.epochs, config.data.batch_size, config.optim.milestones) == (240, 64, [150, 180, 210])
+        assert config.optim.weight_decay == 5e-4
+        expected_lr = 0.01 if config.student.name in ("ShuffleV1", "ShuffleV2", "mobile_half") else 0.05
+        assert config.optim.lr == expected_lr, path
