@@ -57,18 +57,21 @@ def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device
     return train, test
 
 
-def build_model(model_cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+def build_model(model_cfg: ModelConfig, num_classes: int, in_channels: int, key: str = "student") -> nn.Module:
+    """Create the model a config entry names; an unknown name or bad kwargs is a ConfigError naming `key`."""
     try:
         return create_model(model_cfg.name, num_classes=num_classes, in_channels=in_channels, **model_cfg.kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{key}.name: {err}") from err
     except TypeError as err:
-        raise ConfigError(f"model '{model_cfg.name}': bad kwargs {model_cfg.kwargs} ({err})") from err
+        raise ConfigError(f"{key}.kwargs: {model_cfg.kwargs} do not fit '{model_cfg.name}' ({err})") from err
 
 
 def load_teacher(model_cfg: ModelConfig, num_classes: int, in_channels: int, index: int = 0) -> nn.Module:
     """Build a teacher and load its checkpoint, refusing one made for another model or class count."""
     if not model_cfg.checkpoint:
         raise ConfigError(f"teachers.{index}.checkpoint is required")
-    teacher = build_model(model_cfg, num_classes, in_channels)
+    teacher = build_model(model_cfg, num_classes, in_channels, key=f"teachers.{index}")
     role = f"teachers.{index} ({model_cfg.name})"
     meta = load_weights(teacher, model_cfg.checkpoint, role=role)
     if meta.get("num_classes") not in (None, num_classes):

@@ -95,6 +95,8 @@ def test_bad_input_exits_2_without_a_run_folder(run_config: dict, tmp_path: Path
     assert str(tmp_path / "nowhere") in missing and "dataset-fashion-mnist" in missing
     assert "use 'socratic distill'" in _error(["train", str(path), "method.name=kd", "teachers.0.name=resnet8",
                                               "teachers.0.checkpoint=x.pt"], capsys)
+    assert "student.name: unknown model 'resnet9'" in _error(["train", str(path), "student.name=resnet9"], capsys)
+    assert "student.kwargs" in _error(["train", str(path), "student.kwargs={wings: 2}"], capsys)
     assert not runs.exists()
 
 
@@ -118,8 +120,36 @@ def test_nan_loss_stops_with_epoch_and_step(run_config: dict, tmp_path: Path, ca
     path = _write({**run_config, "optim": {**run_config["optim"], "lr": 1.0e30, "epochs": 3}}, tmp_path / "c.yaml")
     assert main(["train", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "non-finite loss at epoch" in err and "step" in err
-    assert "last good checkpoint" in err
+    assert "non-finite loss at epoch 1, step" in err and "last good checkpoint" in err
+
+
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(run_config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from socratic.engine.trainer import NonFiniteLossError
+
+    run_config["optim"]["epochs"] = 3
+    config = config_from_dict(run_config)
+    holder: dict = {}
+
+    def poison(epoch: int, step: int) -> None:  # corrupt the weights after the first step of epoch 2
+        if epoch == 2 and step == 0:
+            with torch.no_grad():
+                holder["model"].conv1.weight.fill_(float("nan"))
+
+    import socratic.experiment as experiment
+
+    original = experiment.build_distiller
+
+    def capture(*args, **kwargs):
+        distiller = original(*args, **kwargs)
+        holder["model"] = distiller.student
+        return distiller
+
+    monkeypatch.setattr(experiment, "build_distiller", capture)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2, step 1"):
+        run_experiment(config, callbacks=[poison])
+    last = torch.load(_run_dir(run_config) / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
 def test_existing_run_folder_needs_resume_or_overwrite(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
