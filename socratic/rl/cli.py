@@ -1,0 +1,135 @@
+"""`socratic rl ...`: train-teacher, distill, dpd, evaluate, report (added to the main parser by socratic.cli).
+
+Only argparse is imported here; the commands import gymnasium / Stable-Baselines3 when they run, so a missing
+extra is a clear error (exit code 2) of the command that needs it, never of `socratic --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder (RL runs are not resumable)")
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from socratic.rl.config import TrainTeacherConfig, load_rl_config
+    from socratic.rl.envs import gymnasium
+
+    config = load_rl_config(TrainTeacherConfig, args.config, args.overrides)
+    gymnasium("socratic rl train-teacher")
+    from socratic.rl.dqn import train_teacher  # needs stable-baselines3
+
+    _console().print_json(json.dumps(train_teacher(config, overwrite=args.overwrite)))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from socratic.rl.config import DistillConfig, load_rl_config
+    from socratic.rl.distill import run_distillation
+
+    config = load_rl_config(DistillConfig, args.config, args.overrides)
+    _console().print_json(json.dumps(run_distillation(config, overwrite=args.overwrite)))
+    return 0
+
+
+def cmd_dpd(args: argparse.Namespace) -> int:
+    from socratic.rl.config import DPDConfig, load_rl_config
+    from socratic.rl.envs import gymnasium
+
+    config = load_rl_config(DPDConfig, args.config, args.overrides)
+    gymnasium("socratic rl dpd")
+    from socratic.rl.dqn import run_dpd  # needs stable-baselines3
+
+    _console().print_json(json.dumps(run_dpd(config, overwrite=args.overwrite)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from socratic.rl.evaluation import evaluate_rl_checkpoint
+
+    result = evaluate_rl_checkpoint(args.checkpoint, suite=args.suite, game=args.game, episodes=args.episodes,
+                                    num_envs=args.num_envs, seed=args.seed, epsilon=args.epsilon,
+                                    max_episode_steps=args.max_episode_steps, device=args.device)
+    _console().print_json(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from socratic.rl.reports import rl_csv, rl_markdown, rl_rows
+
+    rows = rl_rows(args.runs)
+    _console().print(rl_markdown(rows), markup=False, highlight=False, soft_wrap=True)
+    if args.csv:
+        Path(args.csv).write_text(rl_csv(rows))
+    return 0
+
+
+def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add `rl` and its subcommands to the main parser's subparsers."""
+    rl = sub.add_parser("rl", help="policy distillation for RL agents (MinAtar, Atari): teachers, PD, PD+DA, DPD",
+                        description="Policy distillation for DQN agents (needs the rl extra, and minatar or atari: "
+                                    'pip install "socratic-kd[rl,minatar]"). Run folders are '
+                                    "<output_dir>/<name>/seed<seed>.")
+    rl_sub = rl.add_subparsers(dest="rl_command", required=True)
+
+    teacher = rl_sub.add_parser("train-teacher", help="train a DQN teacher with Stable-Baselines3",
+                                description="Train a DQN teacher (SB3) and keep the best network by periodic greedy "
+                                            "evaluation as checkpoints/best.pt (weights only) and best.zip (SB3).")
+    _add_config_arguments(teacher, "configs/rl/minatar_breakout_teacher.yaml")
+    teacher.set_defaults(func=cmd_train_teacher)
+
+    distill = rl_sub.add_parser("distill", help="distil a DQN teacher into a small Q-network (PD, PD+DA)",
+                                description="Policy distillation (Rusu et al. 2016) with optional Disagreement "
+                                            "Augmentation on states (DA paper, Sec. 3.3).")
+    _add_config_arguments(distill, "configs/rl/minatar_breakout_pd.yaml")
+    distill.set_defaults(func=cmd_distill)
+
+    dpd = rl_sub.add_parser("dpd", help="dual policy distillation between two DQN peers (or the two alone)",
+                            description="Dual policy distillation (Lai et al. 2020) with two DQN learners; "
+                                        "dpd.enabled=false trains the same two learners alone.")
+    _add_config_arguments(dpd, "configs/rl/minatar_breakout_dpd.yaml")
+    dpd.set_defaults(func=cmd_dpd)
+
+    evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network checkpoint over N episodes",
+                                 description="Play N episodes greedily and print mean ± std of the score.")
+    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game) or an SB3 .zip "
+                                             "(unpickled: only files you trust; needs --suite and --game)")
+    evaluate.add_argument("--suite", choices=["minatar", "atari"], default=None,
+                          help="game suite (default: from the checkpoint)")
+    evaluate.add_argument("--game", default=None, help="game, e.g. Breakout (default: from the checkpoint)")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100; the paper: 1000)")
+    evaluate.add_argument("--num-envs", type=int, default=8, help="environments played at once (default 8)")
+    evaluate.add_argument("--seed", type=int, default=1, help="seed of the environments (default 1)")
+    evaluate.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action (default 0)")
+    evaluate.add_argument("--max-episode-steps", type=int, default=None,
+                          help="truncate episodes after this many agent steps (default: 10,000 MinAtar, 27,000 Atari)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    evaluate.add_argument("--json", default=None, help="also write the result to this JSON file")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = rl_sub.add_parser("report", help="table of RL runs: mean ± std over seeds, relative score",
+                               description="Tabulate RL run folders (teacher, distill, dpd) grouped by config.")
+    report.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
+    report.add_argument("--csv", default=None, help="also write the table as CSV to this file")
+    report.set_defaults(func=cmd_report)
+    return rl
+
+
+__all__ = ["add_rl_parser"]

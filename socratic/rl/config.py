@@ -1,0 +1,357 @@
+"""Typed configs of the RL commands: `socratic rl train-teacher | distill | dpd`.
+
+YAML keys are the field names below (docs/methods/rl.md lists them). Loading reuses the project's config
+machinery (`socratic.config.loader`): unknown keys and wrong types are a `ConfigError` naming the dotted key,
+and `key.sub=value` overrides work as for the classification commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from socratic.config import ConfigError
+from socratic.config.loader import _build, apply_overrides, read_yaml
+
+SUITES = ("minatar", "atari")
+TEACHER_ALGOS = ("auto", "dqn", "qrdqn")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+DISADVANTAGES = ("value", "peer_action")
+
+
+@dataclass
+class EnvConfig:
+    """Which game, and how many copies play at once."""
+
+    suite: str = "minatar"  # minatar | atari
+    game: str = "Breakout"  # MinAtar: Asterix, Breakout, Freeway, Seaquest, SpaceInvaders; Atari: any ALE game
+    num_envs: int = 8  # environments stepped together for collection (and DQN training in dpd: 1 is used)
+    eval_num_envs: int = 8  # environments stepped together for evaluation
+    max_episode_steps: int | None = None  # agent steps before truncation; None = 10,000 MinAtar / 27,000 Atari
+    asynchronous: bool = False  # one process per environment (gymnasium AsyncVectorEnv)
+
+
+@dataclass
+class NetConfig:
+    """A Q-network (socratic.rl.networks.QNetwork): three convolutions and one hidden layer."""
+
+    arch: str | None = None  # nature | minatar; None = the suite's (nature for Atari, minatar for MinAtar)
+    convs: list[int] = field(default_factory=lambda: [8, 8, 8])  # conv widths c1, c2, c3
+    hidden: int = 32  # width of the fully connected layer
+
+
+def _teacher_net() -> NetConfig:
+    return NetConfig(convs=[32, 64, 64], hidden=512)
+
+
+@dataclass
+class TeacherSourceConfig:
+    """Where the teacher comes from."""
+
+    checkpoint: str = ""  # SB3 .zip (DQN/QR-DQN; unpickled: trusted files only), .pt (weights_only) or scripted:<name>
+    algo: str = "auto"  # .zip only: auto | dqn | qrdqn
+    net: NetConfig | None = None  # .pt plain state dicts without metadata: the architecture to build
+
+
+@dataclass
+class CollectConfig:
+    """Online collection by the teacher (Wong et al. Sec. 3.3.1)."""
+
+    states_per_epoch: int = 54_000  # greedy-step states stored per epoch
+    buffer_size: int = 540_000  # FIFO capacity
+    epsilon: float = 0.05  # probability of a random action (whose state is not stored)
+
+
+@dataclass
+class LossConfig:
+    """The distillation loss (socratic.rl.losses)."""
+
+    name: str = "kl"  # kl (both sides tempered, DA code) | kl_rusu (student untempered) | mse | nll
+    temperature: float = 0.01  # tau of kl / kl_rusu
+
+
+@dataclass
+class RLDAConfig:
+    """Disagreement Augmentation on states (socratic.augment.DisagreementAugmentation)."""
+
+    enabled: bool = False
+    prob: float = 0.3  # probability that a batch is perturbed
+    lr: float = 0.001  # alpha, on the states' own scale (0..255 Atari, 0..1 MinAtar)
+    steps: int = 1  # input steps per perturbed batch
+    objective: str = "kl"  # kl | mse | l1_mse
+    temperature: float = 1.0  # tau of the DA objective (raw Q-values: 1)
+    optimizer: str = "adam"  # adam (fresh per batch, as the authors) | sign | sgd
+
+
+@dataclass
+class RLOptimConfig:
+    """The student's optimiser (the DA paper: SGD lr 1e-4, momentum 0.9, wd 1e-4, batch 32, 500 epochs)."""
+
+    epochs: int = 500
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd | adam | rmsprop (Rusu et al. used RMSProp)
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_updates_per_epoch: int | None = None  # None = one full pass over the buffer per epoch
+
+
+@dataclass
+class RLEvalConfig:
+    """Greedy evaluation."""
+
+    episodes_per_epoch: int = 5  # short evaluation after every epoch; picks best.pt
+    final_episodes: int = 1000  # the best checkpoint's final score (DA paper: 1000)
+    teacher_episodes: int = 1000  # the teacher's score for the relative score; 0 = do not measure
+    teacher_score: float | None = None  # a known teacher score to use instead of measuring it
+
+
+@dataclass
+class RLRuntimeConfig:
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+    progress: bool = True  # a line per epoch on stderr
+    plot: bool = True  # learning-curve PNG in the run folder
+
+
+@dataclass
+class DistillConfig:
+    """`socratic rl distill`: policy distillation (optionally with DA) from one teacher into one student."""
+
+    name: str = "pd"
+    seed: int = 0
+    output_dir: str = "runs/rl"  # the run folder is <output_dir>/<name>/seed<seed>
+    env: EnvConfig = field(default_factory=EnvConfig)
+    teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
+    student: NetConfig = field(default_factory=NetConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    da: RLDAConfig = field(default_factory=RLDAConfig)
+    optim: RLOptimConfig = field(default_factory=RLOptimConfig)
+    eval: RLEvalConfig = field(default_factory=RLEvalConfig)
+    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+
+
+@dataclass
+class DQNConfig:
+    """Stable-Baselines3 DQN hyperparameters, under RL-Zoo's key names (see docs/methods/rl.md for the values)."""
+
+    n_timesteps: int = 1_000_000
+    learning_rate: float = 1e-4
+    buffer_size: int = 100_000
+    learning_starts: int = 5_000
+    batch_size: int = 32
+    gamma: float = 0.99
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 1_000
+    exploration_fraction: float = 0.1
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.01
+    max_grad_norm: float = 10.0
+
+
+@dataclass
+class TeacherEvalConfig:
+    every_steps: int = 100_000  # greedy evaluation every N environment steps; picks best
+    episodes: int = 10  # episodes per periodic evaluation
+    final_episodes: int = 100  # episodes of the final evaluation of the best network
+
+
+@dataclass
+class TrainTeacherConfig:
+    """`socratic rl train-teacher`: a DQN teacher trained with Stable-Baselines3."""
+
+    name: str = "teacher"
+    seed: int = 0
+    output_dir: str = "runs/rl"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    net: NetConfig = field(default_factory=_teacher_net)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    eval: TeacherEvalConfig = field(default_factory=TeacherEvalConfig)
+    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+
+
+@dataclass
+class DPDSettings:
+    """Dual policy distillation (Lai et al. 2020) between two DQN peers."""
+
+    enabled: bool = True  # false = the same two learners trained alone (the baseline)
+    beta: float = 1.0  # w = clip(exp(beta * xi), clip_low, clip_high), normalised over the batch
+    clip_low: float = 0.01
+    clip_high: float = 100.0
+    disadvantage: str = "value"  # value: max_a Q_peer - max_a Q_own; peer_action: Q_peer(s, a~) - Q_own(s, a~)
+    batch_size: int = 64  # states sampled from the peer's replay buffer per distillation step
+    lr: float = 1e-4  # Adam of the distillation steps (separate from the TD optimiser, as the authors)
+    loss: str = "kl"  # kl | kl_rusu | mse | nll, on Q-values
+    temperature: float = 1.0
+    round_steps: int = 10_000  # environment steps of one learner before the other takes its turn
+
+
+@dataclass
+class DPDEvalConfig:
+    episodes_per_round: int = 5
+    final_episodes: int = 100
+
+
+@dataclass
+class DPDConfig:
+    """`socratic rl dpd`: two DQN peers on the same game, each distilling from the other."""
+
+    name: str = "dpd"
+    seed: int = 0
+    output_dir: str = "runs/rl"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    net: NetConfig = field(default_factory=_teacher_net)
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    dpd: DPDSettings = field(default_factory=DPDSettings)
+    eval: DPDEvalConfig = field(default_factory=DPDEvalConfig)
+    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+
+
+Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def _positive(values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _non_negative(values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+
+
+def _check_env(env: EnvConfig) -> None:
+    _choice("env.suite", env.suite, SUITES)
+    if not env.game:
+        raise ConfigError("env.game is required")
+    _positive({"env.num_envs": env.num_envs, "env.eval_num_envs": env.eval_num_envs,
+               "env.max_episode_steps": env.max_episode_steps})
+
+
+def _check_net(key: str, net: NetConfig) -> None:
+    from socratic.rl.networks import ARCHS
+
+    if net.arch is not None:
+        _choice(f"{key}.arch", net.arch, ARCHS)
+    if len(net.convs) != 3 or any(c <= 0 for c in net.convs):
+        raise ConfigError(f"{key}.convs must be three positive widths [c1, c2, c3], got {net.convs}")
+    _positive({f"{key}.hidden": net.hidden})
+
+
+def _check_prob(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be a probability in [0, 1], got {value}")
+
+
+def _check_dqn(dqn: DQNConfig) -> None:
+    _positive({f"dqn.{k}": getattr(dqn, k) for k in ("n_timesteps", "learning_rate", "buffer_size", "batch_size",
+                                                       "train_freq", "target_update_interval", "max_grad_norm")})
+    _non_negative({"dqn.learning_starts": dqn.learning_starts})
+    if not 0 < dqn.gamma <= 1:
+        raise ConfigError(f"dqn.gamma must be in (0, 1], got {dqn.gamma}")
+    if dqn.gradient_steps == 0 or dqn.gradient_steps < -1:
+        raise ConfigError(f"dqn.gradient_steps must be > 0 or -1 (as many as environment steps), got {dqn.gradient_steps}")
+    for key in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
+        _check_prob(f"dqn.{key}", getattr(dqn, key))
+
+
+def validate_rl(config: Any) -> None:
+    """Value checks beyond types, for any of the three RL configs."""
+    from socratic.augment import OBJECTIVES, OPTIMIZERS as DA_OPTIMIZERS
+    from socratic.rl.losses import POLICY_LOSSES
+
+    _check_env(config.env)
+    if isinstance(config, DistillConfig):
+        if not config.teacher.checkpoint:
+            raise ConfigError("teacher.checkpoint is required: a .zip saved by Stable-Baselines3 or a .pt state dict "
+                              "(train one with `socratic rl train-teacher`)")
+        _choice("teacher.algo", config.teacher.algo, TEACHER_ALGOS)
+        if config.teacher.net is not None:
+            _check_net("teacher.net", config.teacher.net)
+        _check_net("student", config.student)
+        _positive({"collect.states_per_epoch": config.collect.states_per_epoch,
+                   "collect.buffer_size": config.collect.buffer_size})
+        _check_prob("collect.epsilon", config.collect.epsilon)
+        if config.collect.epsilon >= 1.0:
+            raise ConfigError("collect.epsilon must be < 1: random-action states are never stored")
+        _choice("loss.name", config.loss.name, POLICY_LOSSES)
+        _positive({"loss.temperature": config.loss.temperature})
+        da = config.da
+        _check_prob("da.prob", da.prob)
+        _positive({"da.lr": da.lr, "da.temperature": da.temperature})
+        _non_negative({"da.steps": da.steps})
+        _choice("da.objective", da.objective, OBJECTIVES)
+        _choice("da.optimizer", da.optimizer, DA_OPTIMIZERS)
+        optim = config.optim
+        _choice("optim.optimizer", optim.optimizer, OPTIMIZERS)
+        _positive({"optim.epochs": optim.epochs, "optim.batch_size": optim.batch_size, "optim.lr": optim.lr,
+                   "optim.max_updates_per_epoch": optim.max_updates_per_epoch})
+        _non_negative({"optim.momentum": optim.momentum, "optim.weight_decay": optim.weight_decay})
+        _positive({"eval.episodes_per_epoch": config.eval.episodes_per_epoch,
+                   "eval.final_episodes": config.eval.final_episodes})
+        _non_negative({"eval.teacher_episodes": config.eval.teacher_episodes})
+    elif isinstance(config, TrainTeacherConfig):
+        _check_net("net", config.net)
+        _check_dqn(config.dqn)
+        _positive({"eval.every_steps": config.eval.every_steps, "eval.episodes": config.eval.episodes,
+                   "eval.final_episodes": config.eval.final_episodes})
+    elif isinstance(config, DPDConfig):
+        _check_net("net", config.net)
+        _check_dqn(config.dqn)
+        dpd = config.dpd
+        _choice("dpd.loss", dpd.loss, POLICY_LOSSES)
+        _choice("dpd.disadvantage", dpd.disadvantage, DISADVANTAGES)
+        _positive({"dpd.clip_low": dpd.clip_low, "dpd.batch_size": dpd.batch_size, "dpd.lr": dpd.lr,
+                   "dpd.temperature": dpd.temperature, "dpd.round_steps": dpd.round_steps})
+        _non_negative({"dpd.beta": dpd.beta})
+        if dpd.clip_high <= dpd.clip_low:
+            raise ConfigError(f"dpd.clip_high must be > dpd.clip_low, got {dpd.clip_high} <= {dpd.clip_low}")
+        _positive({"eval.episodes_per_round": config.eval.episodes_per_round,
+                   "eval.final_episodes": config.eval.final_episodes})
+    _positive({"runtime.num_threads": config.runtime.num_threads})
+
+
+def rl_config_from_dict(cls: type[Config], values: dict) -> Config:
+    """Build and validate one of `DistillConfig`, `TrainTeacherConfig`, `DPDConfig` from plain data."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config must be a mapping at the top level, got {type(values).__name__}")
+    config = _build(cls, values, "")
+    validate_rl(config)
+    return config
+
+
+def load_rl_config(cls: type[Config], path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (defaults when `path` is None), apply dotted overrides, validate."""
+    values = read_yaml(path) if path is not None else {}
+    values = apply_overrides(values, list(overrides or []))
+    return rl_config_from_dict(cls, values)
+
+
+def rl_config_to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_rl_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(rl_config_to_dict(config), sort_keys=False))
+
+
+__all__ = [
+    "CollectConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DQNConfig", "DistillConfig", "EnvConfig",
+    "LossConfig", "NetConfig", "RLDAConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "TeacherEvalConfig",
+    "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
+    "save_rl_config", "validate_rl",
+]
