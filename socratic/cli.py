@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from socratic.config import ConfigError, load_config
+from socratic.config import ConfigError, DAConfig, load_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -91,10 +91,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         num_classes=args.num_classes, input_size=args.input_size, device=args.device)
     table = Table("measure", "value")
     for key, value in result.items():
-        table.add_row(key, f"{value:,.1f}" if isinstance(value, float) else str(value))
+        digits = 2 if "_over_" in key else 1
+        table.add_row(key, f"{value:,.{digits}f}" if isinstance(value, float) else str(value))
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from socratic.augment.robustness import run_robustness
+
+    result = run_robustness(args.teacher, args.students, args.out, steps=args.steps, lr=args.lr, dataset=args.data,
+                            root=args.root, split=args.split, limit=args.limit, batch_size=args.batch_size,
+                            device=args.device, seed=args.seed)
+    table = Table("steps", "model", "role", "perturbed against", "top-1 (%)")
+    for row in result["rows"]:
+        table.add_row(str(row["steps"]), row["model"], row["role"], row["perturbed_against"], f"{row['top1']:.2f}")
+    console.print(table)
+    err_console.print(f"wrote {result['csv']} and {result['png']}")
+    return 0
+
+
+def cmd_visualize_da(args: argparse.Namespace) -> int:
+    from socratic.augment.visualize import visualize_da
+
+    path = visualize_da(args.teacher, args.student, args.out, amplify=args.amplify, dataset=args.data, root=args.root,
+                        split=args.split, count=args.count, steps=args.steps, lr=args.lr, seed=args.seed,
+                        device=args.device)
+    err_console.print(f"wrote {path}")
     return 0
 
 
@@ -153,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
     models.set_defaults(func=cmd_models)
 
-    bench = sub.add_parser("bench", help="img/s of teacher forward, student step and KD step; peak memory")
+    bench = sub.add_parser("bench", help="img/s of teacher forward, student step, KD step and KD+DA step; peak memory")
     bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
     bench.add_argument("--student", default="resnet8x4", help="student model name (default resnet8x4)")
     bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
@@ -166,6 +191,46 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.add_argument("--json", default=None, help="also write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
+
+    PAPER_LR = DAConfig().lr  # noqa: N806 - the paper's alpha; importing socratic.augment would load torch
+
+    robust = sub.add_parser(
+        "robustness", help="accuracy of a teacher and students on DA-perturbed validation images vs DA steps",
+        description="Perturb validation images with Disagreement Augmentation between each student and the teacher "
+                    "(fresh Adam on the images, -MSE of L1-normalised logits; Wong et al., Figure 4) and measure "
+                    "both models' top-1 after 0..N steps. Writes <out>/robustness.csv and <out>/robustness.png.")
+    robust.add_argument("--teacher", required=True, help="teacher checkpoint written by socratic train/distill")
+    robust.add_argument("--students", required=True, nargs="+", help="one or more student checkpoints")
+    robust.add_argument("--steps", type=int, default=10, help="largest number of DA steps (default 10)")
+    robust.add_argument("--lr", type=float, default=PAPER_LR, help=f"DA step size (default {PAPER_LR}, the paper's)")
+    robust.add_argument("--data", default=None, help="dataset name (default: the teacher checkpoint's)")
+    robust.add_argument("--root", default=None, help="dataset folder (default: the dataset's default places)")
+    robust.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
+    robust.add_argument("--limit", type=int, default=1000,
+                        help="number of validation images, drawn stratified by class (default 1000; 0 = all)")
+    robust.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    robust.add_argument("--seed", type=int, default=0, help="seed of the --limit draw (default 0)")
+    robust.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    robust.add_argument("--out", default="robustness", help="output folder (default ./robustness)")
+    robust.set_defaults(func=cmd_robustness)
+
+    vis = sub.add_parser(
+        "visualize-da", help="PNG grid of original, DA-perturbed and amplified-difference images",
+        description="Original, perturbed and amplified-difference images with the true label, the student's and "
+                    "the teacher's top-3 and the MSE of their L1-normalised logits (Wong et al., Figure 3).")
+    vis.add_argument("--teacher", required=True, help="teacher checkpoint written by socratic train/distill")
+    vis.add_argument("--student", required=True, help="student checkpoint written by socratic train/distill")
+    vis.add_argument("--data", default=None, help="dataset name (default: the teacher checkpoint's)")
+    vis.add_argument("--root", default=None, help="dataset folder (default: the dataset's default places)")
+    vis.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
+    vis.add_argument("--count", type=int, default=8, help="number of images (default 8)")
+    vis.add_argument("--steps", type=int, default=1, help="DA steps (default 1, as in training)")
+    vis.add_argument("--lr", type=float, default=PAPER_LR, help=f"DA step size (default {PAPER_LR})")
+    vis.add_argument("--amplify", type=float, default=50.0, help="factor on the difference image (default 50)")
+    vis.add_argument("--seed", type=int, default=0, help="seed of the image draw (default 0)")
+    vis.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    vis.add_argument("--out", default="da.png", help="output PNG (default da.png)")
+    vis.set_defaults(func=cmd_visualize_da)
 
     data = sub.add_parser("data", help="check (or install) a dataset and print its size")
     data.add_argument("name", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"], help="dataset")
@@ -181,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-subset", type=float, default=None,
                       help="fraction or count of training images (default: the demo's own)")
     demo.set_defaults(func=cmd_demo)
+
+    from socratic.rl.cli import add_rl_parser  # argparse only: the RL extras are imported when an rl command runs
+
+    add_rl_parser(sub)
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from socratic.data import TensorLoader, load_dataset
 from socratic.engine.checkpoint import CheckpointError, load_checkpoint, load_weights
 from socratic.engine.evaluate import evaluate
@@ -12,21 +14,28 @@ from socratic.engine.runtime import select_device
 from socratic.models import create_model
 
 
+def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint written by socratic train/distill, rebuilt from its `meta`, with its weights
+    (on the CPU, in eval mode), and that metadata."""
+    meta = load_checkpoint(path).get("meta")
+    if not meta or "model_name" not in meta:
+        raise CheckpointError(f"{path} has no socratic metadata (model name, classes): "
+                              "use checkpoints written by socratic train/distill")
+    model = create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                         **meta.get("model_kwargs", {}))
+    load_weights(model, path)
+    return model.eval(), meta
+
+
 def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, root: str | None = None,
                         split: str = "test", batch_size: int = 256, device: str = "auto",
                         precision: str = "fp32") -> dict[str, Any]:
     """Top-1/top-5/loss of the checkpoint's student on a dataset split (default: the one it was trained on)."""
-    meta = load_checkpoint(path).get("meta")
-    if not meta or "model_name" not in meta:
-        raise CheckpointError(f"{path} has no socratic metadata (model name, classes): "
-                              "evaluate checkpoints written by socratic train/distill")
+    model, meta = load_checkpoint_model(path)
     data = load_dataset(dataset or meta["dataset"], root=root, split=split)
     if data.num_classes != meta["num_classes"]:
         raise CheckpointError(f"{path} was trained for {meta['num_classes']} classes, "
                               f"the {split} split of {dataset or meta['dataset']} has {data.num_classes}")
-    model = create_model(meta["model_name"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                         **meta.get("model_kwargs", {}))
-    load_weights(model, path)
     dev = select_device(device)
     loader = TensorLoader(data, batch_size, shuffle=False, augment=None, device=dev)
     result = evaluate(model.to(dev), loader, dev, precision)

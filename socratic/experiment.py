@@ -23,7 +23,7 @@ from socratic.data import ImageDataset, TensorLoader, default_augment, load_data
 from socratic.distillers import Distiller, create_distiller
 from socratic.engine.checkpoint import CheckpointError, load_weights
 from socratic.engine.runtime import select_device, seed_everything
-from socratic.engine.trainer import StepCallback, Trainer
+from socratic.engine.trainer import Augmentation, StepCallback, Trainer
 from socratic.models import create_model
 
 
@@ -95,6 +95,20 @@ def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -
         raise ConfigError(str(err)) from err
 
 
+def build_augmentation(cfg: ExperimentConfig, dataset: ImageDataset) -> Augmentation | None:
+    """The `da` section as a batch transform (None when disabled); clamping uses the loader's mean/std."""
+    if not cfg.da.enabled:
+        return None
+    if not cfg.teachers:
+        raise ConfigError("da.enabled: Disagreement Augmentation needs a teacher and this config has none")
+    from socratic.augment import DisagreementAugmentation
+
+    try:
+        return DisagreementAugmentation.from_config(cfg.da, mean=dataset.mean, std=dataset.std)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def run_dir_for(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name / f"seed{cfg.seed}"
 
@@ -118,8 +132,9 @@ def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, A
 def _check_resumable(cfg: ExperimentConfig, run_dir: Path) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     current = config_to_dict(cfg)
+    defaults = config_to_dict(ExperimentConfig())  # a section added since the run was saved has its defaults
     ignore = {"runtime"}  # progress bars, threads, device may change between sessions
-    changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
+    changed = sorted(k for k in current if k not in ignore and saved.get(k, defaults.get(k)) != current[k])
     if changed:
         raise ConfigError(f"cannot resume {run_dir}: the config differs from the saved one in {', '.join(changed)}")
 
@@ -151,10 +166,11 @@ def run_experiment(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bo
     datasets = load_datasets(cfg)
     in_channels = datasets.train.image_shape[0]
     distiller = build_distiller(cfg, datasets.train.num_classes, in_channels)
+    augmentation = build_augmentation(cfg, datasets.train)
     train_loader, test_loader = make_loaders(cfg, datasets, device)
     run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
     trainer = Trainer(distiller, train_loader, test_loader, cfg, run_dir, device,
-                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks)
+                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks, augmentation=augmentation)
     if resume:
         trainer.resume()
     return trainer.fit()

@@ -36,12 +36,19 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"no such run folder: {path}")
         candidates = [path / "summary.json"] if (path / "summary.json").exists() else path.rglob("summary.json")
-        runs.update(p.parent for p in candidates if (p.parent / "config.yaml").exists())
+        runs.update(p.parent for p in candidates if (p.parent / "config.yaml").exists() and not _is_rl(p))
     return sorted(runs)
+
+
+def _is_rl(summary_path: Path) -> bool:
+    """RL runs have their own table (`socratic rl report`)."""
+    return str(json.loads(summary_path.read_text()).get("kind", "")).startswith("rl_")
 
 
 def _group_key(config: dict[str, Any]) -> str:
     stripped = {k: v for k, v in config.items() if k not in ("seed", "output_dir", "runtime")}
+    if not (stripped.get("da") or {}).get("enabled"):
+        stripped.pop("da", None)  # runs saved before the da section existed group with runs that disable it
     return hashlib.sha256(json.dumps(stripped, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -65,7 +72,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def _describe(config: dict[str, Any]) -> tuple[str, str, str]:
     teachers = "+".join(t["name"] for t in config.get("teachers", [])) or "-"
-    return config["method"]["name"], config["student"]["name"], teachers
+    method = config["method"]["name"]
+    if (config.get("da") or {}).get("enabled"):
+        method += "+da"  # Disagreement Augmentation on top of the method
+    return method, config["student"]["name"], teachers
 
 
 def table_rows(groups: list[RunGroup]) -> list[dict[str, Any]]:

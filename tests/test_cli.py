@@ -1,5 +1,6 @@
 """End to end through the command line: train, distill, evaluate, report, resume, and bad input."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -177,3 +178,47 @@ def test_models_and_bench_commands(capsys: pytest.CaptureFixture, tmp_path: Path
                  "--warmup", "0", "--num-classes", "10", "--json", str(tmp_path / "b.json")]) == 0
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["kd_step_img_per_s"] > 0 and result["peak_memory_mb"] > 0
+
+
+def test_da_distill_then_robustness_and_visualize_da(run_config: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    threads = torch.get_num_threads()
+    small = {**run_config, "data": {**run_config["data"], "train_subset": 100},
+             "optim": {**run_config["optim"], "epochs": 1},
+             "runtime": {**run_config["runtime"], "tensorboard": False, "num_threads": 1}}
+    try:
+        assert main(["train", str(_write({**small, "name": "t"}, tmp_path / "t.yaml"))]) == 0
+        teacher = str(_run_dir({**small, "name": "t"}) / "checkpoints" / "best.pt")
+        da = {**small, "name": "da", "method": {"name": "kd"}, "teachers": [{"name": "resnet8", "checkpoint": teacher}],
+              "da": {"enabled": True, "prob": 1.0}}
+        assert main(["distill", str(_write(da, tmp_path / "da.yaml"))]) == 0
+        assert read_metrics(_run_dir(da) / "metrics.jsonl")[-1]["da_perturbed"] == 1.0
+        student = str(_run_dir(da) / "checkpoints" / "best.pt")
+        capsys.readouterr()
+        assert "kd+da" in (main(["report", str(tmp_path / "runs")]) == 0 and capsys.readouterr().out)
+
+        root, out = run_config["data"]["root"], tmp_path / "robust"
+        assert main(["robustness", "--teacher", teacher, "--students", student, teacher, "--steps", "2",
+                     "--limit", "40", "--root", root, "--device", "cpu", "--out", str(out)]) == 0
+        lines = (out / "robustness.csv").read_text().splitlines()
+        assert lines[0] == "steps,model,role,perturbed_against,checkpoint,top1,disagreement,samples"
+        assert len(lines) == 1 + 2 * 3 * 2  # 2 students x steps 0..2 x (student, teacher)
+        assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+        rows = list(csv.DictReader(lines))
+        assert {r["perturbed_against"] for r in rows} == {"resnet8 (da/seed0)", "resnet8 (t/seed0)"}
+        # the teacher against itself never disagrees: the gradient is 0, nothing moves, accuracy is flat
+        assert len({r["top1"] for r in rows if r["perturbed_against"] == "resnet8 (t/seed0)"}) == 1
+
+        png = tmp_path / "vis" / "da.png"
+        assert main(["visualize-da", "--teacher", teacher, "--student", student, "--root", root, "--count", "3",
+                     "--steps", "2", "--device", "cpu", "--out", str(png)]) == 0
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+        assert "--steps must be >= 0" in _error(["robustness", "--teacher", teacher, "--students", student,
+                                                 "--steps", "-1", "--root", root, "--out", str(out)], capsys)
+        assert "--lr must be a number > 0" in _error(["visualize-da", "--teacher", teacher, "--student", student,
+                                                      "--lr", "0", "--root", root, "--out", str(png)], capsys)
+        assert "checkpoint not found" in _error(["visualize-da", "--teacher", str(tmp_path / "no.pt"), "--student",
+                                                 student, "--root", root, "--out", str(png)], capsys)
+    finally:
+        torch.set_num_threads(threads)

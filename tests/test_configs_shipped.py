@@ -7,7 +7,9 @@ import pytest
 from socratic.config import load_config
 from socratic.models import list_models
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+RL_CONFIGS = [p for p in ALL if p.parent.name == "rl"]
+CONFIGS = [p for p in ALL if p not in RL_CONFIGS]
 
 
 def test_configs_exist() -> None:
@@ -28,3 +30,11 @@ def test_cifar100_recipes_follow_the_paper() -> None:
         assert config.optim.weight_decay == 5e-4
         expected_lr = 0.01 if config.student.name in ("ShuffleV1", "ShuffleV2", "mobile_half") else 0.05
         assert config.optim.lr == expected_lr, path
+
+
+@pytest.mark.parametrize("path", RL_CONFIGS, ids=lambda p: p.name)
+def test_rl_config_is_valid(path: Path) -> None:
+    from socratic.rl.config import DistillConfig, DPDConfig, TrainTeacherConfig, load_rl_config
+
+    kind = TrainTeacherConfig if path.stem.endswith("_teacher") else DPDConfig if "_dpd" in path.stem else DistillConfig
+    load_rl_config(kind, path)

@@ -190,7 +190,7 @@ def test_networks_shapes_and_the_one_percent_student() -> None:
 
 # --------------------------------------------------------------------------------------- DA on states
 def test_da_changes_the_states_and_raises_the_kl() -> None:
-    from socratic.augment import DisagreementAugmentation, disagreement
+    from socratic.augment import DisagreementAugmentation, disagreement_score
 
     torch.manual_seed(0)
     envs = make_vec_env("minatar", "Breakout", 4, max_episode_steps=500)
@@ -206,8 +206,8 @@ def test_da_changes_the_states_and_raises_the_kl() -> None:
     assert x_new is not x and x_new.shape == x.shape
     assert (x_new - x).abs().max().item() == pytest.approx(0.01, rel=1e-3)  # one fresh-Adam step: ~alpha per element
     with torch.no_grad():
-        kl_before = disagreement(student(x), teacher(x), "kl", 1.0).item()
-        kl_after = disagreement(student(x_new), teacher(x_new), "kl", 1.0).item()
+        kl_before = disagreement_score(student(x), teacher(x), "kl", 1.0).item()
+        kl_after = disagreement_score(student(x_new), teacher(x_new), "kl", 1.0).item()
     assert kl_after > kl_before
     assert all(torch.equal(a, b) for a, b in zip(before_params, student.parameters()))  # no leak into weights
     never = DisagreementAugmentation(steps=1, lr=0.01, prob=0.0, objective="kl")

@@ -10,6 +10,7 @@ from socratic.config.loader import (
     validate,
 )
 from socratic.config.schema import (
+    DAConfig,
     DataConfig,
     ExperimentConfig,
     MethodConfig,
@@ -19,7 +20,7 @@ from socratic.config.schema import (
 )
 
 __all__ = [
-    "ConfigError", "DataConfig", "ExperimentConfig", "MethodConfig", "ModelConfig", "OptimConfig",
+    "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "MethodConfig", "ModelConfig", "OptimConfig",
     "RuntimeConfig", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "save_config",
     "validate",
 ]

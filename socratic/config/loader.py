@@ -228,3 +228,24 @@ def validate(config: ExperimentConfig) -> None:
     for i, teacher in enumerate(config.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")
+    _validate_da(config)
+
+
+def _validate_da(config: ExperimentConfig) -> None:
+    """The `da` section is checked even when disabled, so a typo never waits for the day it is enabled."""
+    from socratic.augment.disagreement import check_options  # late import: keeps the config package light
+
+    da = config.da
+    try:
+        check_options(steps=da.steps, lr=da.lr, prob=da.prob, objective=da.objective, optimizer=da.optimizer,
+                      temperature=da.temperature, clamp=da.clamp, target=da.target, after_every=da.after_every)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if not da.enabled:
+        return
+    if not config.teachers:
+        raise ConfigError(f"da.enabled: Disagreement Augmentation needs a teacher, and method.name "
+                          f"'{config.method.name}' has none (use a distillation method such as kd with teachers)")
+    if da.target != "mean" and da.target >= len(config.teachers):
+        raise ConfigError(f"da.target={da.target} but the config has {len(config.teachers)} teacher(s): "
+                          f"use 'mean' or 0..{len(config.teachers) - 1}")

@@ -75,6 +75,23 @@ class RuntimeConfig:
 
 
 @dataclass
+class DAConfig:
+    """Disagreement Augmentation (Wong et al., "A Socratic Approach to Knowledge Distillation", ICCV 2025
+    submission): a batch transform between the loader and the distiller; defaults are the paper's values."""
+
+    enabled: bool = False
+    steps: int = 1  # input optimisation steps per perturbed batch (paper: e = 1)
+    lr: float = 0.01778  # input step size alpha, in normalised pixel units (paper: 0.01778)
+    prob: float = 0.7374  # probability that a batch is perturbed (paper: p = 0.7374)
+    objective: str = "l1_mse"  # l1_mse | kl | mse
+    optimizer: str = "adam"  # adam (fresh Adam per batch, as the paper's code) | sign | sgd
+    temperature: float = 1.0  # kl objective only
+    clamp: list[float] | None = None  # [low, high] in [0, 1] pixel space; null = no clamp (paper)
+    target: str | int = "mean"  # mean of the teachers' logits, or a teacher index
+    after_every: int = 10  # measure the disagreement after the step on every n-th perturbed batch (0 = never)
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run: data, student, teachers, method, optimisation, runtime."""
 
@@ -87,3 +104,4 @@ class ExperimentConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    da: DAConfig = field(default_factory=DAConfig)

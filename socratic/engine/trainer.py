@@ -22,6 +22,9 @@ from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.runtime import autocast, grad_scaler, rng_state, set_rng_state
 
 StepCallback = Callable[[int, int], None]  # (epoch, step) after each optimiser step
+# A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
+# x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset.
+Augmentation = Callable[[torch.Tensor, torch.nn.Module, Any], torch.Tensor]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,12 +39,20 @@ class Trainer:
     and `summary.json` at the end. A resumed run continues to the same result as an uninterrupted one:
     the schedule is a function of the epoch, batches depend only on (seed, epoch), and the RNG states
     are checkpointed.
+
+    `augmentation` (optional) transforms each training batch before `forward_train`:
+    `x = augmentation(x, distiller.student, distiller.teachers)`, inside the same autocast, so the
+    distiller recomputes the teachers' logits on the new batch and CE keeps the original labels; its
+    `epoch_metrics()` join the epoch's metrics. Any randomness it draws from torch's global RNG is
+    covered by the checkpointed RNG state, so resume still reproduces.
     """
 
     def __init__(self, distiller: Distiller, train_loader: Any, val_loader: Iterable, config: ExperimentConfig,
                  run_dir: str | Path, device: torch.device, meta: dict[str, Any] | None = None,
-                 callbacks: Iterable[StepCallback] = (), console: Console | None = None) -> None:
+                 callbacks: Iterable[StepCallback] = (), console: Console | None = None,
+                 augmentation: Augmentation | None = None) -> None:
         self.distiller = distiller.to(device)
+        self.augmentation = augmentation
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.config = config
@@ -98,6 +109,8 @@ class Trainer:
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.train_loader):
             with autocast(self.device, runtime.precision):
+                if self.augmentation is not None:
+                    x = self.augmentation(x, self.distiller.student, self.distiller.teachers)
                 logits, losses = self.distiller.forward_train(x, y)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
@@ -144,6 +157,8 @@ class Trainer:
                     lr = set_epoch_lr(self.optimizer, epoch, cfg.optim)
                     metrics: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_epoch(epoch, progress)}
                     metrics.update(self.distiller.epoch_metrics())
+                    if self.augmentation is not None and hasattr(self.augmentation, "epoch_metrics"):
+                        metrics.update(self.augmentation.epoch_metrics())
                     last = epoch == cfg.optim.epochs
                     if last or epoch % cfg.runtime.eval_every == 0:
                         val = evaluate(self.distiller, self.val_loader, self.device, cfg.runtime.precision)

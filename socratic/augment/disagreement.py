@@ -1,0 +1,369 @@
+"""Disagreement Augmentation (DA): move each training batch towards inputs where student and teacher disagree.
+
+Wong et al., "A Socratic Approach to Knowledge Distillation" (Disagreement Augmentation), ICCV 2025 submission
+#15298, Algorithm 1: freeze student S and teacher T; for e epochs compute L_S = S(I), L_T = T(I), normalise
+both, l = -MSE(L_S, L_T), back-propagate l to the input batch I only and update I with learning rate alpha;
+return I. The returned batch *replaces* the clean one with probability p per batch, and the usual KD step
+follows on it (the teacher's logits are recomputed on the perturbed batch; CE keeps the original labels).
+The paper's values, found by its Bayesian sweep on resnet32x4 -> resnet8x4 and used for every
+classification experiment, are e = 1, alpha = 0.01778, p = 0.7374.
+
+Exactly as the authors' Table-1 code does it (the defaults here):
+
+* "normalise" is a per-sample L1 normalisation of the raw logits (`F.normalize(p=1)`), and the MSE is the
+  mean over the B x C elements (objective `l1_mse`);
+* the update is one step of a *freshly created* `torch.optim.Adam(lr=alpha)` on the input tensor per batch
+  (default betas and eps), so the first step is -alpha * g / (|g| + 1e-8), nearly a signed step of size
+  alpha in mean/std-normalised pixel space; there is no clamp and no projection;
+* one Bernoulli(p) draw per batch (here from torch's global RNG, so seeding and resume cover it), and the
+  whole batch is replaced.
+
+Where this implementation chooses (see docs/methods/da.md): gradients are taken with `torch.autograd.grad`
+w.r.t. the input only, so no parameter `.grad` is touched; the student runs in the mode the caller left it
+in (train mode during training: BatchNorm uses batch statistics) but its running statistics are *not*
+updated and no model is copied; an optional `clamp` keeps pixels inside a [low, high] range of [0, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+OBJECTIVES = ("l1_mse", "kl", "mse")
+OPTIMIZERS = ("adam", "sign", "sgd")
+
+# Paper values (Wong et al., Sec. 4.1): e = 1, alpha = 0.01778, p = 0.7374.
+PAPER_STEPS = 1
+PAPER_LR = 0.01778
+PAPER_PROB = 0.7374
+
+Observer = Callable[[int, Tensor, Tensor], None]  # (step k, student logits at x_k, target logits at x_k)
+
+
+def disagreement_per_sample(student_logits: Tensor, target_logits: Tensor, objective: str = "l1_mse",
+                            temperature: float = 1.0) -> Tensor:
+    """How much student and target disagree on each sample, shape (B,), always >= 0 (computed in fp32).
+
+    l1_mse: mean over classes of (s/|s|_1 - t/|t|_1)^2 (the paper's normalised MSE);
+    mse: mean over classes of (s - t)^2 on raw logits;
+    kl: KL(softmax(t/T) || softmax(s/T)) summed over classes (no T^2 factor).
+    The batch value `disagreement` is the mean of these, i.e. the MSE averaged over B x C elements.
+    """
+    s, t = student_logits.float(), target_logits.float()
+    if objective == "l1_mse":
+        return (F.normalize(s, p=1.0, dim=1) - F.normalize(t, p=1.0, dim=1)).pow(2).mean(dim=1)
+    if objective == "mse":
+        return (s - t).pow(2).mean(dim=1)
+    if objective == "kl":
+        log_p_student = F.log_softmax(s / temperature, dim=1)
+        log_p_target = F.log_softmax(t / temperature, dim=1)
+        return (log_p_target.exp() * (log_p_target - log_p_student)).sum(dim=1)
+    raise ValueError(f"da.objective: '{objective}' is not one of {', '.join(OBJECTIVES)}")
+
+
+def disagreement_score(student_logits: Tensor, target_logits: Tensor, objective: str = "l1_mse",
+                 temperature: float = 1.0) -> Tensor:
+    """The batch disagreement (a scalar >= 0); DA descends on its negative, i.e. ascends on it."""
+    return disagreement_per_sample(student_logits, target_logits, objective, temperature).mean()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_options(*, steps: Any = PAPER_STEPS, lr: Any = PAPER_LR, prob: Any = PAPER_PROB,
+                  objective: Any = "l1_mse", optimizer: Any = "adam", temperature: Any = 1.0,
+                  clamp: Any = None, target: Any = "mean", after_every: Any = 10, prefix: str = "da") -> None:
+    """Raise a ValueError naming the key (`da.prob`, ...) and what is valid when an option is out of range."""
+    if not _is_int(steps) or steps < 0:
+        raise ValueError(f"{prefix}.steps must be an integer >= 0 (input optimisation steps per batch), got {steps!r}")
+    if not _is_number(lr) or not lr > 0:
+        raise ValueError(f"{prefix}.lr must be a number > 0 (the input step size alpha), got {lr!r}")
+    if not _is_number(prob) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{prefix}.prob must be a probability in [0, 1], got {prob!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"{prefix}.objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"{prefix}.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if not _is_number(temperature) or not temperature > 0:
+        raise ValueError(f"{prefix}.temperature must be a number > 0, got {temperature!r}")
+    if clamp is not None:
+        ok = (isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(_is_number(v) for v in clamp)
+              and 0.0 <= clamp[0] < clamp[1] <= 1.0)
+        if not ok:
+            raise ValueError(f"{prefix}.clamp must be null or [low, high] with 0 <= low < high <= 1 "
+                             f"(pixel range in [0, 1]), got {clamp!r}")
+    if not (target == "mean" or (_is_int(target) and target >= 0)):
+        raise ValueError(f"{prefix}.target must be 'mean' (the teachers' mean logits) or a teacher index "
+                         f"0, 1, ..., got {target!r}")
+    if not _is_int(after_every) or after_every < 0:
+        raise ValueError(f"{prefix}.after_every must be an integer >= 0 (0 = never measure the disagreement "
+                         f"after the step), got {after_every!r}")
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Run `model` as it is (train mode: BatchNorm on batch statistics) without changing any of its buffers.
+
+    BatchNorm layers in train mode get `track_running_stats=False` for the duration, which makes them
+    normalise with the batch statistics and skip the update of running_mean/var and num_batches_tracked
+    (no copy, no extra work). Any other module in train mode that owns buffers has them saved and restored.
+    """
+    toggled: list[_BatchNorm] = []
+    saved: list[tuple[Tensor, Tensor]] = []
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            if module.training and module.track_running_stats:
+                module.track_running_stats = False
+                toggled.append(module)
+        elif module.training:
+            saved.extend((buf, buf.clone()) for _, buf in module.named_buffers(recurse=False) if buf is not None)
+    try:
+        yield
+    finally:
+        for module in toggled:
+            module.track_running_stats = True
+        with torch.no_grad():
+            for buf, copy in saved:
+                buf.copy_(copy)
+
+
+# Loss scales tried under fp16 autocast (powers of two: exact in floating point). The input gradients of the
+# paper's objective are tiny (a mean over B x C elements of L1-normalised logits: often 1e-8 or less), far below
+# fp16's smallest subnormal (6e-8), so unscaled they flush to zero and DA does nothing.
+_FP16_SCALES = (2.0**24, 2.0**16, 2.0**8)
+
+
+def _fp16_autocast(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+    except (TypeError, AttributeError):  # torch < 2.4: only the CUDA autocast state is queryable
+        return (device_type == "cuda" and torch.is_autocast_enabled()
+                and torch.get_autocast_gpu_dtype() == torch.float16)
+
+
+def _input_gradient(loss: Tensor, x: Tensor, fp16: bool) -> Tensor:
+    """d loss / d x only (no parameter gradient is computed or stored).
+
+    Under fp16 autocast the loss is scaled by the largest power of two whose gradient stays finite (like a
+    GradScaler, but per step) and the gradient unscaled, so the step matches fp32's instead of vanishing.
+    """
+    if not fp16:
+        return torch.autograd.grad(loss, x)[0]
+    for scale in _FP16_SCALES:
+        (grad,) = torch.autograd.grad(loss * scale, x, retain_graph=True)
+        if bool(torch.isfinite(grad).all()):
+            return grad / scale
+    return torch.autograd.grad(loss, x)[0]
+
+
+class _InputStep:
+    """One update of the input tensor `x` (a leaf) given the gradient of the loss -disagreement."""
+
+    def __init__(self, method: str, x: Tensor, lr: float) -> None:
+        self.method, self.x, self.lr = method, x, lr
+        # A fresh Adam per batch, default betas (0.9, 0.999) and eps 1e-8, as the authors' code.
+        self.adam = torch.optim.Adam([x], lr=lr) if method == "adam" else None
+
+    @torch.no_grad()
+    def step(self, grad: Tensor) -> None:
+        if self.adam is not None:
+            self.x.grad = grad
+            self.adam.step()
+            self.x.grad = None
+        elif self.method == "sign":
+            self.x.sub_(grad.sign(), alpha=self.lr)  # x += lr * sign(d disagreement / dx)
+        else:
+            self.x.sub_(grad, alpha=self.lr)  # sgd: x += lr * d disagreement / dx
+
+
+class DisagreementAugmentation:
+    """Disagreement Augmentation as a batch transform: `x_new = da(x, student, teachers)`.
+
+    Wong et al., "A Socratic Approach to Knowledge Distillation" (ICCV 2025 submission), Algorithm 1.
+
+    Per call (one training batch): one Bernoulli(`prob`) draw from torch's global RNG (none when prob is 0
+    or 1, so prob=0 leaves the RNG stream, and the run, exactly as without DA); on success `steps`
+    optimisation steps on a copy of the input that increase the disagreement between the student's logits
+    and the target logits (the mean of the teachers' logits, or teacher `target`), and the perturbed batch
+    is returned in place of `x`.
+
+    steps, lr: number and size of the input steps (paper: e = 1, alpha = 0.01778).
+    prob: probability that a batch is perturbed (paper: 0.7374).
+    objective: `l1_mse` (paper: MSE of per-sample L1-normalised logits), `kl` (KL(target || student) at
+        `temperature`), `mse` (MSE of raw logits).
+    optimizer: `adam` (paper: one fresh torch.optim.Adam(lr) per batch on the input), `sign`
+        (x += lr * sign(grad)) or `sgd` (x += lr * grad).
+    clamp: None (paper) or (low, high) in [0, 1] pixel space; needs the loader's `mean` and `std` to clamp
+        in normalised space, after every step.
+    target: "mean" or the index of the teacher to disagree with.
+    after_every: every n-th perturbed batch (0 = never) is forwarded once more (no grad) to measure the
+        disagreement after the step (`da_disagreement_after`); the other statistics are free.
+
+    Cost of a perturbed batch: per step one forward of student and teacher(s) with a graph and one
+    backward to the input only (no parameter gradients), plus one no-grad forward on measured batches.
+    Models are used in place: parameters, their .grad and all buffers (BatchNorm running statistics and
+    num_batches_tracked included) are unchanged afterwards. Teachers are used in the mode they are in
+    (Distiller keeps them in eval mode).
+    """
+
+    def __init__(self, steps: int = PAPER_STEPS, lr: float = PAPER_LR, prob: float = PAPER_PROB,
+                 objective: str = "l1_mse", optimizer: str = "adam", temperature: float = 1.0,
+                 clamp: Sequence[float] | None = None, target: str | int = "mean", *,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 after_every: int = 10) -> None:
+        clamp = list(clamp) if isinstance(clamp, (list, tuple)) else clamp
+        check_options(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer,
+                      temperature=temperature, clamp=clamp, target=target, after_every=after_every)
+        self.steps, self.lr, self.prob = steps, float(lr), float(prob)
+        self.objective, self.optimizer, self.temperature = objective, optimizer, float(temperature)
+        self.target, self.after_every = target, after_every
+        self.clamp = tuple(float(v) for v in clamp) if clamp is not None else None
+        self._low = self._high = None
+        if self.clamp is not None:
+            if mean is None or std is None:
+                raise ValueError("da.clamp is given in [0, 1] pixel space: DisagreementAugmentation needs the "
+                                 "dataset's mean and std (mean=..., std=...) to clamp normalised batches")
+            mean_t = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+            std_t = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+            self._low, self._high = (self.clamp[0] - mean_t) / std_t, (self.clamp[1] - mean_t) / std_t
+        self._reset()
+
+    @classmethod
+    def from_config(cls, cfg: Any, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> "DisagreementAugmentation":
+        """Build from a `DAConfig` (the `da` section); `mean`/`std` are the loader's normalisation."""
+        return cls(cfg.steps, cfg.lr, cfg.prob, cfg.objective, cfg.optimizer, cfg.temperature, cfg.clamp,
+                   cfg.target, mean=mean, std=std, after_every=cfg.after_every)
+
+    def __repr__(self) -> str:
+        return (f"DisagreementAugmentation(steps={self.steps}, lr={self.lr}, prob={self.prob}, "
+                f"objective={self.objective!r}, optimizer={self.optimizer!r}, temperature={self.temperature}, "
+                f"clamp={self.clamp}, target={self.target!r})")
+
+    # ----------------------------------------------------------------------------------------- training
+    def __call__(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module]) -> Tensor:
+        """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version."""
+        self._batches += 1
+        if self.prob <= 0.0 or self.steps == 0:
+            return x
+        if self.prob < 1.0 and not bool(torch.rand(1) < self.prob):
+            return x
+        measure = self.after_every > 0 and self._perturbed % self.after_every == 0
+        values: list[Tensor] = []
+        x_new = self.perturb(x, student, teachers, final_forward=measure, values=values)
+        self._perturbed += 1
+        self._before += values[0]
+        self._abs_dx += (x_new - x.detach()).abs().float().mean()
+        if measure:
+            self._measured += 1
+            self._after += values[-1]
+            self._before_measured += values[0]
+        return x_new
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Statistics since the last call, then reset (keys prefixed `da_`).
+
+        da_perturbed: share of batches perturbed; da_disagreement_before: mean disagreement (the objective's
+        positive value) at the clean batch, over perturbed batches; da_disagreement_after: the same after
+        the step(s), over measured batches (`after_every`); da_disagreement_gain: after / before on those
+        measured batches; da_abs_dx: mean |x_new - x| in normalised pixel units.
+        """
+        metrics: dict[str, float] = {}
+        if self._batches:
+            metrics["da_perturbed"] = self._perturbed / self._batches
+        if self._perturbed:
+            metrics["da_disagreement_before"] = float(self._before) / self._perturbed
+            metrics["da_abs_dx"] = float(self._abs_dx) / self._perturbed
+        if self._measured:
+            metrics["da_disagreement_after"] = float(self._after) / self._measured
+            before = float(self._before_measured)
+            if before > 0:
+                metrics["da_disagreement_gain"] = float(self._after) / before
+        self._reset()
+        return metrics
+
+    def _reset(self) -> None:
+        self._batches = self._perturbed = self._measured = 0
+        self._before: Tensor | float = 0.0
+        self._after: Tensor | float = 0.0
+        self._before_measured: Tensor | float = 0.0
+        self._abs_dx: Tensor | float = 0.0
+
+    # -------------------------------------------------------------------------------------- the steps
+    def _teachers_used(self, teachers: Sequence[nn.Module]) -> list[nn.Module]:
+        teachers = list(teachers)
+        if not teachers:
+            raise ValueError("Disagreement Augmentation needs at least one teacher")
+        if self.target == "mean":
+            return teachers
+        if self.target >= len(teachers):
+            raise ValueError(f"da.target={self.target} but there are only {len(teachers)} teacher(s) "
+                             f"(use 'mean' or 0..{len(teachers) - 1})")
+        return [teachers[self.target]]
+
+    @staticmethod
+    def _target_logits(x: Tensor, teachers: list[nn.Module]) -> Tensor:
+        if len(teachers) == 1:
+            return teachers[0](x)
+        return torch.stack([teacher(x).float() for teacher in teachers]).mean(dim=0)
+
+    def perturb(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module], *, steps: int | None = None,
+                final_forward: bool = False, observe: Observer | None = None,
+                values: list[Tensor] | None = None) -> Tensor:
+        """Always perturb (no coin flip): `steps` (default `self.steps`) input steps from `x`.
+
+        `observe(k, student_logits, target_logits)` is called with the (detached) logits at x_k for
+        k = 0..steps-1, and for k = steps too when `final_forward` (one more no-grad forward). The batch
+        disagreement at each of those points is appended to `values` when given. Returns the new batch
+        (detached; same dtype, device and memory format as `x`).
+        """
+        steps = self.steps if steps is None else steps
+        used = self._teachers_used(teachers)
+        x_adv = x.detach().clone().requires_grad_(True)
+        stepper = _InputStep(self.optimizer, x_adv, self.lr)
+        low = high = None
+        if self._low is not None:
+            low = self._low.to(x_adv.device, x_adv.dtype)
+            high = self._high.to(x_adv.device, x_adv.dtype)
+        fp16 = _fp16_autocast(x_adv.device.type)
+        with torch.enable_grad(), frozen_running_stats(student):
+            for k in range(steps):
+                # The models see a view of the leaf x_adv, not the leaf itself: autocast caches its casts of
+                # leaves that require grad (meant for weights) for the whole autocast region, and would keep
+                # feeding the stale bf16/fp16 copy of x_adv after the in-place update.
+                x_in = x_adv.view_as(x_adv)
+                student_logits = student(x_in)
+                target_logits = self._target_logits(x_in, used)
+                value = disagreement_score(student_logits, target_logits, self.objective, self.temperature)
+                grad = _input_gradient(-value, x_adv, fp16)
+                if values is not None:
+                    values.append(value.detach())
+                if observe is not None:
+                    observe(k, student_logits.detach(), target_logits.detach())
+                del student_logits, target_logits, value
+                with torch.autocast(x_adv.device.type, enabled=False):
+                    stepper.step(grad)
+                if low is not None:
+                    with torch.no_grad():
+                        x_adv.copy_(torch.maximum(torch.minimum(x_adv, high), low))
+            if final_forward:
+                with torch.no_grad():
+                    x_in = x_adv.detach()
+                    student_logits = student(x_in)
+                    target_logits = self._target_logits(x_in, used)
+                    if values is not None:
+                        values.append(disagreement_score(student_logits, target_logits, self.objective, self.temperature))
+                    if observe is not None:
+                        observe(steps, student_logits, target_logits)
+        return x_adv.detach()

@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from socratic.config import config_from_dict, config_to_dict
+from socratic.reports import report, to_markdown
+
+
+def _fake_run(root: Path, name: str, seed: int, best: float, method: str = "ce", kind: str | None = None) -> None:
+    run = root / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    config = config_to_dict(config_from_dict({"name": name, "seed": seed, "method": {"name": method},
+                                              **({"teachers": [{"name": "resnet20", "checkpoint": "t.pt"}]}
+                                                 if method != "ce" else {})}))
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = {"best_top1": best, "last_top1": best - 1, "train_time": 10.0 * (seed + 1)}
+    if kind:
+        summary["kind"] = kind
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_groups_by_config_and_averages_over_seeds(tmp_path: Path) -> None:
+    for seed, best in enumerate((70.0, 72.0, 74.0)):
+        _fake_run(tmp_path, "kd", seed, best, method="kd")
+    _fake_run(tmp_path, "scratch", 0, 60.0)
+    _fake_run(tmp_path, "pd", 0, 5.0, kind="rl_distill")  # RL runs have their own report
+    rows = {r["name"]: r for r in report([tmp_path])}
+    assert set(rows) == {"kd", "scratch"}
+    kd = rows["kd"]
+    assert kd["seeds"] == 3 and kd["best_top1_mean"] == pytest.approx(72.0) and kd["best_top1_std"] == pytest.approx(2.0)
+    assert kd["train_time_mean"] == pytest.approx(20.0) and rows["scratch"]["best_top1_std"] == 0.0
+    assert "| kd | kd | resnet20 | resnet8 | fashion_mnist | 3 | 72.00 ± 2.00 | 71.00 ± 2.00 | 20 |" in to_markdown(list(rows.values()))
+
+
+def test_no_runs_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        report([tmp_path])
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        report([tmp_path / "missing"])
