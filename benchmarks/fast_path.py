@@ -130,16 +130,21 @@ def speed(args: argparse.Namespace, folder: Path) -> dict:
             "fast_median": fast, "plain_median": plain, "ratio": fast / plain}
 
 
+# accuracy paths: "fast" (tensor pipeline, bf16), "fast_fp32" (tensor pipeline, fp32: isolates the precision),
+# "plain" (PIL DataLoader, fp32)
+PRECISION = {"fast": "bf16", "fast_fp32": "fp32", "plain": "fp32"}
+
+
 def accuracy(args: argparse.Namespace, folder: Path) -> dict:
     train = load_dataset("imagefolder", root=folder, split="train")
     test = load_dataset("imagefolder", root=folder, split="test")
     indices = stratified_indices(train.labels, train.num_classes, count=args.accuracy_images, seed=0)
     subset = ImageDataset(train.images[indices], train.labels[indices], train.classes, train.mean, train.std, train.name)
     test_batches = TensorLoader(test, 500)
-    out: dict[str, list[float]] = {"fast": [], "plain": []}
+    out: dict[str, list[float]] = {path: [] for path in args.accuracy_paths}
     for seed in range(args.accuracy_seeds):
-        for path in ("fast", "plain"):
-            fast = path == "fast"
+        for path in args.accuracy_paths:
+            fast = path != "plain"  # tensor pipeline + channels_last; precision from PRECISION
             distiller, optimizer = kd_setup(args.teacher, args.student, train.num_classes, fast, seed, args.teacher_checkpoint)
             for epoch in range(args.accuracy_epochs):
                 for group in optimizer.param_groups:
@@ -153,7 +158,7 @@ def accuracy(args: argparse.Namespace, folder: Path) -> dict:
                                            [int(i) for i in indices])
                 distiller.train()
                 for x, y in batches:
-                    kd_step(distiller, optimizer, x, y, "bf16" if fast else "fp32")
+                    kd_step(distiller, optimizer, x, y, PRECISION[path])
             top1 = evaluate(distiller.student.to(memory_format=torch.contiguous_format), test_batches,
                             torch.device("cpu"))["top1"]
             out[path].append(top1)
@@ -167,10 +172,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="speed rounds (0 skips the speed part)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--accuracy-seeds", type=int, default=0)
+    parser.add_argument("--accuracy-paths", nargs="+", choices=sorted(PRECISION), default=["fast", "plain"])
     parser.add_argument("--accuracy-epochs", type=int, default=2)
     parser.add_argument("--accuracy-images", type=int, default=10000)
     parser.add_argument("--teacher", default="resnet20")
@@ -178,19 +184,22 @@ def main() -> int:
     parser.add_argument("--student", default="resnet8")
     parser.add_argument("--out", default=str(RESULTS / "fast_path.json"))
     args = parser.parse_args()
-    folder = Path(args.data)
-    result = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()},
-        "speed": speed(args, folder),
-    }
+    folder, out = Path(args.data), Path(args.out)
+    # the speed and accuracy parts may run separately: each updates its own keys of the result file
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    command = "python " + " ".join(sys.argv)
+    machine = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    if args.rounds:
+        result["speed"] = {"command": command, "machine": machine, **speed(args, folder)}
+        print(json.dumps(result["speed"], indent=2))
     if args.accuracy_seeds:
-        result["accuracy"] = accuracy(args, folder)
-        result["accuracy_setup"] = {"teacher": args.teacher, "student": args.student, "epochs": args.accuracy_epochs,
-                                    "train_images": args.accuracy_images, "eval": "fp32, full test split"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["speed"], indent=2))
+        key = "accuracy" if args.accuracy_paths == ["fast", "plain"] else "accuracy_" + "_".join(args.accuracy_paths)
+        result[key] = {"command": command, "machine": machine, "teacher": args.teacher, "student": args.student,
+                              "epochs": args.accuracy_epochs, "train_images": args.accuracy_images,
+                              "eval": "fp32, full test split", **accuracy(args, folder)}
+        print(json.dumps(result[key], indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -38,7 +38,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("'socratic distill' needs a distillation method (method.name: kd, fitnet, ...) and "
                           "a teacher; use 'socratic train' for method.name: ce")
     summary = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
-    console.print_json(json.dumps(summary))
+    from socratic.engine.distributed import env_info
+
+    if env_info().is_main:  # under torchrun every rank returns the summary; rank 0 prints it
+        console.print_json(json.dumps(summary))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from socratic.search import run_search
+
+    result = run_search(args.config, args.space, args.overrides, n_trials=args.n_trials, timeout=args.timeout,
+                        study_name=args.study_name, storage=args.storage, sampler=args.sampler, pruner=args.pruner,
+                        seed=args.sampler_seed, heartbeat=args.heartbeat, grace_period=args.grace_period,
+                        max_retry=args.max_retry, report=not args.no_report)
+    console.print_json(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from socratic.search import search_report
+
+    for result in search_report(args.studies, storage=args.storage, study_name=args.study_name, out=args.out):
+        console.print(Path(result["report"]["markdown"]).read_text(), markup=False, highlight=False)
+        err_console.print(f"wrote {', '.join(v for k, v in result['report'].items() if not k.endswith('_skipped'))}")
     return 0
 
 
@@ -133,6 +156,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.name, root=root, split=split, download=args.download)
         console.print(f"{args.name} {split}: {len(dataset)} images of {tuple(dataset.image_shape)}, "
                       f"{dataset.num_classes} classes")
+    return 0
+
+
+def cmd_plot_weights(args: argparse.Namespace) -> int:
+    from socratic.multiteacher.plot import plot_teacher_weights
+
+    try:
+        console.print(str(plot_teacher_weights(args.run_dir, args.out)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return 0
 
 
@@ -240,12 +273,60 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", help="allow a download when the files are missing")
     data.set_defaults(func=cmd_data)
 
+    weights = sub.add_parser("plot-weights", help="PNG of the per-epoch mean teacher weights of a multi-teacher run")
+    weights.add_argument("run_dir", help="a run folder (<output_dir>/<name>/seed<seed>)")
+    weights.add_argument("--out", default=None, help="PNG path (default: <run_dir>/teacher_weights.png)")
+    weights.set_defaults(func=cmd_plot_weights)
+
     demo = sub.add_parser("demo", help="teacher, student and KD student on Fashion-MNIST, with a summary table")
     demo.add_argument("--output-dir", default="runs/demo", help="where the three runs go (replaced each time)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the demo's own)")
     demo.add_argument("--train-subset", type=float, default=None,
                       help="fraction or count of training images (default: the demo's own)")
     demo.set_defaults(func=cmd_demo)
+
+    search = sub.add_parser(
+        "search", help="Optuna hyperparameter search over config keys (extra [hpo]); each trial is a run folder",
+        description="One search worker: trials of CONFIG with the keys of SPACE (a YAML search space, see "
+                    "configs/search/ and docs/distributed.md) until the study has --n-trials finished trials. "
+                    "Start the same command several times (processes or machines) with a shared --storage to "
+                    "search in parallel; start it again after a kill to continue. Trials go to "
+                    "<output_dir>/<study>/trial<N>/seed<seed>; results.csv/.md and plots to <output_dir>/<study>.")
+    search.add_argument("config", help="YAML experiment config that every trial starts from")
+    search.add_argument("space", help="YAML search space: params (float, log_float, int, categorical), fixed, "
+                                      "sampler, pruner")
+    search.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the base config")
+    search.add_argument("--n-trials", type=int, default=20,
+                        help="finished (complete or pruned) trials the study should reach, over all workers "
+                             "(default 20)")
+    search.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
+    search.add_argument("--study-name", default=None, help="default: <config name>_<space file name>")
+    search.add_argument("--storage", default=None,
+                        help="Optuna RDB URL (sqlite:///s.db, postgresql://user:pass@host/db), a .db file, or "
+                             "journal:FILE (default: sqlite <output_dir>/<study>/study.db)")
+    search.add_argument("--sampler", default=None, choices=["tpe", "random", "cmaes", "qmc", "gp"],
+                        help="default: the space file's, else tpe")
+    search.add_argument("--pruner", default=None, choices=["hyperband", "successive_halving", "median", "none"],
+                        help="default: the space file's, else hyperband over optim.epochs")
+    search.add_argument("--sampler-seed", type=int, default=None,
+                        help="sampler seed (for one worker: workers with the same seed would sample the same points)")
+    search.add_argument("--heartbeat", type=int, default=60,
+                        help="seconds between a running trial's heartbeats; a trial silent for --grace-period is "
+                             "failed and re-queued (0 = off; default 60)")
+    search.add_argument("--grace-period", type=int, default=None, help="default: 2 x --heartbeat")
+    search.add_argument("--max-retry", type=int, default=3, help="re-queues of a stale trial (default 3)")
+    search.add_argument("--no-report", action="store_true", help="do not write results and plots at the end")
+    search.set_defaults(func=cmd_search)
+
+    search_rep = sub.add_parser("search-report", help="table (CSV, markdown) and plots of one or more studies",
+                                description="Write results.csv, results.md, history.png, intermediate.png and "
+                                            "importance.png of each study folder made by socratic search.")
+    search_rep.add_argument("studies", nargs="+", help="study folders (<output_dir>/<study>)")
+    search_rep.add_argument("--storage", default=None,
+                            help="the study's storage when search.json cannot give it (e.g. a URL with a password)")
+    search_rep.add_argument("--study-name", default=None, help="default: the folder's study")
+    search_rep.add_argument("--out", default=None, help="write into OUT/<study> instead of the study folder")
+    search_rep.set_defaults(func=cmd_search_report)
 
     from socratic.rl.cli import add_rl_parser  # argparse only: the RL extras are imported when an rl command runs
 

@@ -6,6 +6,7 @@ is created, so a bad config never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ import socratic
 from socratic.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from socratic.config.schema import ModelConfig
 from socratic.data import ImageDataset, TensorLoader, default_augment, load_dataset, stratified_subset
-from socratic.distillers import Distiller, create_distiller
+from socratic.distillers import Distiller, create_distiller, is_multi_teacher
+from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
 from socratic.engine.runtime import select_device, seed_everything
-from socratic.engine.trainer import Augmentation, StepCallback, Trainer
+from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
 
 
@@ -48,10 +50,12 @@ def load_datasets(cfg: ExperimentConfig) -> Datasets:
     return Datasets(train, test)
 
 
-def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device) -> tuple[TensorLoader, TensorLoader]:
+def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device, rank: int = 0,
+                 world_size: int = 1) -> tuple[TensorLoader, TensorLoader]:
+    """Train and test loaders; with world_size > 1 each takes rank's shard (data.batch_size is per process)."""
     data = cfg.data
     augment = default_augment(data.name) if data.augment else None
-    common = dict(device=device, channels_last=cfg.runtime.channels_last)
+    common = dict(device=device, channels_last=cfg.runtime.channels_last, rank=rank, world_size=world_size)
     train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed, **common)
     test = TensorLoader(datasets.test, data.eval_batch_size, shuffle=False, augment=None, seed=cfg.seed, **common)
     return train, test
@@ -87,10 +91,20 @@ def load_teacher(model_cfg: ModelConfig, num_classes: int, in_channels: int, ind
 
 
 def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -> Distiller:
+    options: dict[str, Any] = {}
+    if is_multi_teacher(cfg.method.name):  # a teacher pool: its checkpoints must agree on the class count
+        from socratic.multiteacher.pool import checkpoint_class_counts
+
+        names = [f"teachers.{i} ({t.name})" for i, t in enumerate(cfg.teachers)]
+        try:
+            checkpoint_class_counts([t.checkpoint for t in cfg.teachers], names)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        options["multiteacher"] = cfg.multiteacher
     student = build_model(cfg.student, num_classes, in_channels)
     teachers = [load_teacher(t, num_classes, in_channels, i) for i, t in enumerate(cfg.teachers)]
     try:
-        return create_distiller(cfg.method, student, teachers)
+        return create_distiller(cfg.method, student, teachers, **options)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -157,20 +171,51 @@ def prepare_run_dir(cfg: ExperimentConfig, *, resume: bool, overwrite: bool) -> 
 
 
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
-                   callbacks: Iterable[StepCallback] = ()) -> dict[str, Any]:
-    """Train (or distil) as `cfg` says and return the run summary."""
-    seed_everything(cfg.seed, cfg.runtime.deterministic)
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    device = select_device(cfg.runtime.device)
-    datasets = load_datasets(cfg)
-    in_channels = datasets.train.image_shape[0]
-    distiller = build_distiller(cfg, datasets.train.num_classes, in_channels)
-    augmentation = build_augmentation(cfg, datasets.train)
-    train_loader, test_loader = make_loaders(cfg, datasets, device)
-    run_dir = prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+                   callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
+                   ) -> dict[str, Any]:
+    """Train (or distil) as `cfg` says and return the run summary.
+
+    Started by torchrun (WORLD_SIZE > 1), the process joins the process group, trains its shard with DDP
+    and only rank 0 writes the run folder (docs/distributed.md); every rank returns the same summary.
+    `epoch_callbacks` get (epoch, metrics) after each epoch (e.g. to report to a hyperparameter search).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            world, dist_device = stack.enter_context(distributed.session(cfg.runtime.device))
+        except ValueError as err:  # a device this (torchrun) process cannot use, or a broken torchrun environment
+            raise ConfigError(str(err)) from err
+        return _run(cfg, world, dist_device, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                    epoch_callbacks=epoch_callbacks)
+
+
+def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.device | None, *, resume: bool,
+         overwrite: bool, callbacks: Iterable[StepCallback], epoch_callbacks: Iterable[EpochCallback]
+         ) -> dict[str, Any]:
+    error: BaseException | None = None
+    try:
+        # The same seed on every rank: identical model init and a shared global RNG stream (DA's coin flips).
+        seed_everything(cfg.seed, cfg.runtime.deterministic)
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        device = dist_device or select_device(cfg.runtime.device)
+        if world.enabled and cfg.runtime.sync_bn and device.type != "cuda":
+            raise ConfigError("runtime.sync_bn needs CUDA devices (torch's SyncBatchNorm refuses CPU tensors): "
+                              "set runtime.sync_bn=false for a CPU run")
+        datasets = load_datasets(cfg)
+        in_channels = datasets.train.image_shape[0]
+        distiller = build_distiller(cfg, datasets.train.num_classes, in_channels)
+        augmentation = build_augmentation(cfg, datasets.train)
+        if augmentation is not None and cfg.da.target == "weighted":  # DA against the weighted teacher ensemble
+            augmentation.teacher_weights = distiller.current_teacher_weights
+        train_loader, test_loader = make_loaders(cfg, datasets, device, world.rank, world.world_size)
+    except Exception as err:  # noqa: BLE001 - raised on every rank below
+        error = err
+    distributed.raise_if_any_failed(error)  # a bad config or a missing file stops every rank, not just one
+    # Rank 0 alone makes (or checks) the run folder; its error, if any, is raised on every rank.
+    run_dir = distributed.run_on_main(lambda: prepare_run_dir(cfg, resume=resume, overwrite=overwrite))
     trainer = Trainer(distiller, train_loader, test_loader, cfg, run_dir, device,
-                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks, augmentation=augmentation)
+                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks, augmentation=augmentation,
+                      epoch_callbacks=epoch_callbacks)
     if resume:
         trainer.resume()
     return trainer.fit()

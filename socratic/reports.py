@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from socratic.distillers.multiteacher import is_multi_teacher
+
 METRICS = ("best_top1", "last_top1", "train_time")
 
 
@@ -36,19 +38,26 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"no such run folder: {path}")
         candidates = [path / "summary.json"] if (path / "summary.json").exists() else path.rglob("summary.json")
-        runs.update(p.parent for p in candidates if (p.parent / "config.yaml").exists() and not _is_rl(p))
+        runs.update(p.parent for p in candidates if (p.parent / "config.yaml").exists())
     return sorted(runs)
 
 
-def _is_rl(summary_path: Path) -> bool:
-    """RL runs have their own table (`socratic rl report`)."""
-    return str(json.loads(summary_path.read_text()).get("kind", "")).startswith("rl_")
+def is_rl_run(run_dir: Path) -> bool:
+    """RL runs (summary `kind` rl_*) have their own table, `socratic rl report`."""
+    try:
+        kind = json.loads((run_dir / "summary.json").read_text()).get("kind", "")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(kind, str) and kind.startswith("rl_")
 
 
 def _group_key(config: dict[str, Any]) -> str:
     stripped = {k: v for k, v in config.items() if k not in ("seed", "output_dir", "runtime")}
     if not (stripped.get("da") or {}).get("enabled"):
         stripped.pop("da", None)  # runs saved before the da section existed group with runs that disable it
+    method = stripped.get("method")
+    if not (isinstance(method, dict) and is_multi_teacher(str(method.get("name", "")))):
+        stripped.pop("multiteacher", None)  # only multi-teacher methods read it (runs saved before it existed too)
     return hashlib.sha256(json.dumps(stripped, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -116,7 +125,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def report(paths: list[str | Path]) -> list[dict[str, Any]]:
     """Rows of the report table for all runs found under `paths`."""
-    runs = find_runs(paths)
+    runs = [run for run in find_runs(paths) if not is_rl_run(run)]
     if not runs:
         raise FileNotFoundError(f"no finished runs (folders with summary.json) under {', '.join(map(str, paths))}")
     return table_rows(group_runs(runs))

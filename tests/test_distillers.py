@@ -49,5 +49,6 @@ def test_fitnet_rejects_out_of_range_hint_layer() -> None:
 
 def test_unknown_method() -> None:
     student, teacher = _pair()
-    with pytest.raises(ValueError, match="unknown method 'magic'; available: ce, fitnet, kd"):
+    available = "aekd, aver, camkd, ce, ebkd, fitnet, kd, mtkd_rl"
+    with pytest.raises(ValueError, match=f"unknown method 'magic'; available: {available}"):
         create_distiller(MethodConfig(name="magic"), student, [teacher])

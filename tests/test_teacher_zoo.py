@@ -13,8 +13,10 @@ ZOO = Path(__file__).resolve().parent.parent / "teachers"
 MODELS = sorted(ZOO.glob("*/*/model.pt"))
 
 
-def test_zoo_is_not_empty() -> None:
-    assert len(MODELS) >= 3, f"expected the committed teachers under {ZOO}"
+def test_zoo_has_the_documented_teachers() -> None:
+    # the teachers listed in docs/teachers.md and used by the CPU-scale configs
+    for name in ("fashion_mnist/resnet20", "cifar10_jpeg/resnet20"):
+        assert ZOO / name / "model.pt" in MODELS, f"missing committed teacher {name}"
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")

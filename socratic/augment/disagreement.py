@@ -103,9 +103,9 @@ def check_options(*, steps: Any = PAPER_STEPS, lr: Any = PAPER_LR, prob: Any = P
         if not ok:
             raise ValueError(f"{prefix}.clamp must be null or [low, high] with 0 <= low < high <= 1 "
                              f"(pixel range in [0, 1]), got {clamp!r}")
-    if not (target == "mean" or (_is_int(target) and target >= 0)):
-        raise ValueError(f"{prefix}.target must be 'mean' (the teachers' mean logits) or a teacher index "
-                         f"0, 1, ..., got {target!r}")
+    if not (target in ("mean", "weighted") or (_is_int(target) and target >= 0)):
+        raise ValueError(f"{prefix}.target must be 'mean' (the teachers' mean logits), 'weighted' (the teachers' "
+                         f"logits weighted by a multi-teacher method) or a teacher index 0, 1, ..., got {target!r}")
     if not _is_int(after_every) or after_every < 0:
         raise ValueError(f"{prefix}.after_every must be an integer >= 0 (0 = never measure the disagreement "
                          f"after the step), got {after_every!r}")
@@ -206,7 +206,9 @@ class DisagreementAugmentation:
         (x += lr * sign(grad)) or `sgd` (x += lr * grad).
     clamp: None (paper) or (low, high) in [0, 1] pixel space; needs the loader's `mean` and `std` to clamp
         in normalised space, after every step.
-    target: "mean" or the index of the teacher to disagree with.
+    target: "mean", the index of the teacher to disagree with, or "weighted": sum_m w_m z_m with the weights
+        `teacher_weights(x)` returns, (M,) or (B, M), each row normalised to sum 1 (a multi-teacher distiller's
+        `current_teacher_weights`, connected by `socratic.experiment`; the plain mean while it returns None).
     after_every: every n-th perturbed batch (0 = never) is forwarded once more (no grad) to measure the
         disagreement after the step (`da_disagreement_after`); the other statistics are free.
 
@@ -221,13 +223,14 @@ class DisagreementAugmentation:
                  objective: str = "l1_mse", optimizer: str = "adam", temperature: float = 1.0,
                  clamp: Sequence[float] | None = None, target: str | int = "mean", *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 after_every: int = 10) -> None:
+                 after_every: int = 10, teacher_weights: Callable[[Tensor], Tensor | None] | None = None) -> None:
         clamp = list(clamp) if isinstance(clamp, (list, tuple)) else clamp
         check_options(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer,
                       temperature=temperature, clamp=clamp, target=target, after_every=after_every)
         self.steps, self.lr, self.prob = steps, float(lr), float(prob)
         self.objective, self.optimizer, self.temperature = objective, optimizer, float(temperature)
         self.target, self.after_every = target, after_every
+        self.teacher_weights = teacher_weights
         self.clamp = tuple(float(v) for v in clamp) if clamp is not None else None
         self._low = self._high = None
         if self.clamp is not None:
@@ -305,7 +308,7 @@ class DisagreementAugmentation:
         teachers = list(teachers)
         if not teachers:
             raise ValueError("Disagreement Augmentation needs at least one teacher")
-        if self.target == "mean":
+        if self.target in ("mean", "weighted"):
             return teachers
         if self.target >= len(teachers):
             raise ValueError(f"da.target={self.target} but there are only {len(teachers)} teacher(s) "
@@ -313,10 +316,24 @@ class DisagreementAugmentation:
         return [teachers[self.target]]
 
     @staticmethod
-    def _target_logits(x: Tensor, teachers: list[nn.Module]) -> Tensor:
+    def _target_logits(x: Tensor, teachers: list[nn.Module], weights: Tensor | None = None) -> Tensor:
+        if weights is not None:  # (B, M), rows summing to 1
+            return (weights.unsqueeze(-1) * torch.stack([teacher(x).float() for teacher in teachers], dim=1)).sum(1)
         if len(teachers) == 1:
             return teachers[0](x)
         return torch.stack([teacher(x).float() for teacher in teachers]).mean(dim=0)
+
+    def _ensemble_weights(self, x: Tensor, count: int) -> Tensor | None:
+        """target 'weighted': the (B, M) weights from `teacher_weights(x)`, rows normalised (None = the mean)."""
+        if self.target != "weighted" or self.teacher_weights is None:
+            return None
+        with torch.no_grad():
+            weights = self.teacher_weights(x)
+        if weights is None:
+            return None
+        weights = weights.detach().to(x.device, torch.float32)
+        weights = weights.expand(x.shape[0], count) if weights.dim() == 1 else weights
+        return weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def perturb(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module], *, steps: int | None = None,
                 final_forward: bool = False, observe: Observer | None = None,
@@ -330,6 +347,7 @@ class DisagreementAugmentation:
         """
         steps = self.steps if steps is None else steps
         used = self._teachers_used(teachers)
+        weights = self._ensemble_weights(x, len(used))
         x_adv = x.detach().clone().requires_grad_(True)
         stepper = _InputStep(self.optimizer, x_adv, self.lr)
         low = high = None
@@ -344,7 +362,7 @@ class DisagreementAugmentation:
                 # feeding the stale bf16/fp16 copy of x_adv after the in-place update.
                 x_in = x_adv.view_as(x_adv)
                 student_logits = student(x_in)
-                target_logits = self._target_logits(x_in, used)
+                target_logits = self._target_logits(x_in, used, weights)
                 value = disagreement_score(student_logits, target_logits, self.objective, self.temperature)
                 grad = _input_gradient(-value, x_adv, fp16)
                 if values is not None:
@@ -361,7 +379,7 @@ class DisagreementAugmentation:
                 with torch.no_grad():
                     x_in = x_adv.detach()
                     student_logits = student(x_in)
-                    target_logits = self._target_logits(x_in, used)
+                    target_logits = self._target_logits(x_in, used, weights)
                     if values is not None:
                         values.append(disagreement_score(student_logits, target_logits, self.objective, self.temperature))
                     if observe is not None:

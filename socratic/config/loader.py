@@ -193,7 +193,7 @@ def _get(config: ExperimentConfig, dotted: str) -> Any:
 
 def validate(config: ExperimentConfig) -> None:
     """Value checks beyond types: choices, ranges, and what each method needs."""
-    from socratic.distillers import list_distillers  # late import: distillers import the schema
+    from socratic.distillers import is_multi_teacher, list_distillers  # late import: distillers import the schema
 
     choices = {**_CHOICES, "method.name": tuple(list_distillers())}
     for key, allowed in choices.items():
@@ -219,7 +219,11 @@ def validate(config: ExperimentConfig) -> None:
     if sorted(config.optim.milestones) != config.optim.milestones:
         raise ConfigError(f"optim.milestones must be increasing, got {config.optim.milestones}")
     needs_teacher = config.method.name != "ce"
-    if needs_teacher and len(config.teachers) != 1:
+    multi_teacher = is_multi_teacher(config.method.name)
+    if multi_teacher and len(config.teachers) < 2:
+        raise ConfigError(f"method.name '{config.method.name}' is a multi-teacher method: it needs >= 2 entries in "
+                          f"teachers, got {len(config.teachers)}")
+    if needs_teacher and not multi_teacher and len(config.teachers) != 1:
         raise ConfigError(
             f"method.name '{config.method.name}' needs exactly one entry in teachers, got {len(config.teachers)}"
         )
@@ -229,6 +233,7 @@ def validate(config: ExperimentConfig) -> None:
         if not teacher.checkpoint:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")
     _validate_da(config)
+    _validate_multiteacher(config)
 
 
 def _validate_da(config: ExperimentConfig) -> None:
@@ -246,6 +251,39 @@ def _validate_da(config: ExperimentConfig) -> None:
     if not config.teachers:
         raise ConfigError(f"da.enabled: Disagreement Augmentation needs a teacher, and method.name "
                           f"'{config.method.name}' has none (use a distillation method such as kd with teachers)")
-    if da.target != "mean" and da.target >= len(config.teachers):
+    if da.target == "weighted":
+        from socratic.distillers import is_multi_teacher
+
+        if not is_multi_teacher(config.method.name):
+            raise ConfigError(f"da.target=weighted needs a multi-teacher method (aver, ebkd, camkd, aekd, mtkd_rl) "
+                              f"whose teacher weights it uses; method.name is '{config.method.name}'")
+    elif da.target != "mean" and da.target >= len(config.teachers):
         raise ConfigError(f"da.target={da.target} but the config has {len(config.teachers)} teacher(s): "
                           f"use 'mean' or 0..{len(config.teachers) - 1}")
+
+
+# method keys a multi-teacher method does not read (its loss weights live in the multiteacher section)
+_UNUSED_BY_MULTI_TEACHER = {
+    "temperature": "set multiteacher.temperature instead", "ce_weight": "the CE weight is 1, as in Eq. (2)",
+    "kd_weight": "set multiteacher.alpha instead", "hint_weight": "set multiteacher.beta instead",
+    "hint_layer": "set multiteacher.feature_layer instead",
+}
+
+
+def _validate_multiteacher(config: ExperimentConfig) -> None:
+    """The `multiteacher` section is checked whatever the method; a multi-teacher method refuses method keys
+    set away from their defaults, since it would silently ignore them."""
+    from socratic.distillers import is_multi_teacher
+    from socratic.multiteacher.options import check_options
+
+    try:
+        check_options(config.multiteacher)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if not is_multi_teacher(config.method.name):
+        return
+    defaults = dataclasses.asdict(type(config.method)())
+    for key, instead in _UNUSED_BY_MULTI_TEACHER.items():
+        if getattr(config.method, key) != defaults[key]:
+            raise ConfigError(f"method.{key} is not used by the multi-teacher method '{config.method.name}': "
+                              f"remove it ({instead})")

@@ -72,6 +72,8 @@ class RuntimeConfig:
     progress: bool = True  # rich progress bars
     tensorboard: bool = True
     eval_every: int = 1  # evaluate every N epochs (and always at the last)
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm in the student and extras (CUDA only; docs/distributed.md)
+    find_unused_parameters: bool = False  # under torchrun: DDP option for trainable parameters a step may not use
 
 
 @dataclass
@@ -87,8 +89,43 @@ class DAConfig:
     optimizer: str = "adam"  # adam (fresh Adam per batch, as the paper's code) | sign | sgd
     temperature: float = 1.0  # kl objective only
     clamp: list[float] | None = None  # [low, high] in [0, 1] pixel space; null = no clamp (paper)
-    target: str | int = "mean"  # mean of the teachers' logits, or a teacher index
+    target: str | int = "mean"  # mean of the teachers' logits, a teacher index, or weighted (multi-teacher methods)
     after_every: int = 10  # measure the disagreement after the step on every n-th perturbed batch (0 = never)
+
+
+@dataclass
+class AgentConfig:
+    """MTKD-RL's agent (Yang et al., "Multi-Teacher Knowledge Distillation with Reinforcement Learning for Visual
+    Recognition", AAAI 2025); defaults follow the paper, the reference code's choices are selectable."""
+
+    layout: str = "per_teacher"  # per_teacher (paper: one MLP per teacher) | shared (reference: one MLP over all states)
+    hidden: int = 128  # hidden width of the agent MLP(s)
+    lr: float = 0.1  # agent learning rate (reference: SGD 0.1, constant)
+    optimizer: str = "sgd"  # sgd (no momentum, as the reference) | adam
+    combine: str = "mean"  # mean of agent, confidence and divergence weights | dynamic (learned mix) | none (agent only)
+    reward: str = "paper"  # paper (Eq. 5 + Eq. 7) | paper_literal (Eq. 7 as printed) | reference (z-score, clamp [0, 1])
+    update: str = "paper"  # paper (Eq. 6: ascent on R * w) | reference (reward-weighted BCE of w towards 1)
+    update_every: int = 0  # also update after every N student batches (reference: 1000); 0 = only at epoch ends
+    warmup_epochs: int = 1  # Algorithm 1: epochs with all weights 1 before the agent acts (then pre-trained on them)
+
+
+@dataclass
+class MultiTeacherConfig:
+    """Multi-teacher distillation (methods aver, ebkd, camkd, aekd, mtkd_rl; docs/methods/multiteacher.md):
+    loss = CE + alpha * sum_m w_l^m KL_m + beta * sum_m w_f^m MSE(r_m(F_S), F_Tm), the MTKD-RL paper's Eq. (2)."""
+
+    alpha: float = 1.0  # weight of the teacher-weighted logit KD term
+    beta: float = 5.0  # weight of the teacher-weighted feature (FitNet MSE) term
+    temperature: float = 4.0  # KD temperature T of every KL term
+    feature_loss: bool = True  # the feature term; false = logit KD only
+    feature_layer: int = -1  # index into Features.stages of student and teachers (-1 = the last stage)
+    reference_scale: bool = True  # ebkd/camkd: divide their weighted sums by M, as their reference code does
+    entropy_temperature: float = 1.0  # ebkd: softmax temperature of the teacher entropies
+    camkd_feature_weights: str = "confidence"  # camkd feature term: confidence (CE of r_m(F_S) through T_m's head) | equal
+    aekd_c: float = 0.6  # aekd: upper bound C of each teacher weight (nu = 1 / (C * M))
+    aekd_normalize: bool = False  # aekd: L2-normalise the gradients before the SVM (reference --svm_norm)
+    aekd_features: str = "gradient"  # aekd feature term: gradient (same rule on the feature gradients) | equal
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
 
 @dataclass
@@ -105,3 +142,4 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     da: DAConfig = field(default_factory=DAConfig)
+    multiteacher: MultiTeacherConfig = field(default_factory=MultiTeacherConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,11 +42,17 @@ class Distiller(nn.Module):
         """Method-specific numbers for the epoch just finished (logged by the trainer), then reset."""
         return {}
 
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the trainer after the last step of `epoch` (1-indexed), before its metrics are read and
+        the checkpoint is written: learning extras that update once per epoch (MTKD-RL's agent) do it here."""
+
     def extra_modules(self) -> dict[str, nn.Module]:
-        """Trainable modules beyond the student (regressors, agents): optimised and checkpointed with it."""
+        """Trainable modules beyond the student (regressors, agents): checkpointed with it, and optimised with
+        it unless `trainable_modules` leaves them out (a module with its own optimizer, e.g. an RL agent)."""
         return {}
 
     def trainable_modules(self) -> dict[str, nn.Module]:
+        """The modules whose parameters the trainer's optimizer updates."""
         return {"student": self.student, **self.extra_modules()}
 
     @property
@@ -58,7 +65,7 @@ class Distiller(nn.Module):
         return self.teacher(x)
 
 
-DistillerFactory = Callable[[MethodConfig, nn.Module, Sequence[nn.Module]], Distiller]
+DistillerFactory = Callable[..., Distiller]  # (method, student, teachers, **options) -> Distiller
 _DISTILLERS: dict[str, DistillerFactory] = {}
 
 
@@ -74,8 +81,10 @@ def list_distillers() -> list[str]:
     return sorted(_DISTILLERS)
 
 
-def create_distiller(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module] = ()) -> Distiller:
-    """Build the distiller named by `method.name` around an existing student and teachers."""
+def create_distiller(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module] = (),
+                     **options: Any) -> Distiller:
+    """Build the distiller named by `method.name` around an existing student and teachers; `options` go to
+    factories that take more than the method section (e.g. `multiteacher=` for the multi-teacher methods)."""
     if method.name not in _DISTILLERS:
         raise ValueError(f"unknown method '{method.name}'; available: {', '.join(list_distillers())}")
-    return _DISTILLERS[method.name](method, student, teachers)
+    return _DISTILLERS[method.name](method, student, teachers, **options)

@@ -46,3 +46,21 @@ class FeatureModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x).logits
+
+
+def init_weights(model: nn.Module, linear_std: float | None = None, zero_linear_bias: bool = False) -> None:
+    """The initialisation of the zoo's reference definitions: He-normal convolutions (fan-out), unit-scale
+    BatchNorm, zero conv biases; optionally N(0, linear_std) classifier weights and zero classifier biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            if zero_linear_bias or linear_std is not None:
+                nn.init.zeros_(m.bias)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .features import FeatureModel, Features
+from .features import FeatureModel, Features, init_weights
 from .registry import register_model
 
 
@@ -84,15 +84,7 @@ class CifarMobileNetV2(FeatureModel):
         self.embedding_dim = last
         self.width_mult = width_mult
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Features:
         out = self.stem(x)

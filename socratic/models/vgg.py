@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .features import FeatureModel, Features
+from .features import FeatureModel, Features, init_weights
 from .registry import register_model
 
 # Five blocks of 3x3 convolutions; 2x2 max-pooling between blocks.
@@ -53,16 +53,7 @@ class CifarVGG(FeatureModel):
         self.stage_channels = [widths[-1] for widths in cfg]
         self.embedding_dim = cin
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Features:
         pool_fourth = x.shape[-2] >= 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import FeatureModel, Features
+from .features import FeatureModel, Features, init_weights
 from .registry import register_model
 
 
@@ -76,14 +76,7 @@ class WideResNet(FeatureModel):
         self.stage_channels = widths
         self.embedding_dim = cin
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, zero_linear_bias=True)
 
     def forward_features(self, x: Tensor) -> Features:
         f0 = self.conv1(x)

@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from socratic.reports import find_runs, group_runs, mean_std
+from socratic.reports import find_runs, group_runs, is_rl_run, mean_std
 
 
 def find_rl_runs(paths: list[str | Path]) -> list[Path]:
-    runs = []
-    for run_dir in find_runs(paths):
-        try:
-            kind = json.loads((run_dir / "summary.json").read_text()).get("kind", "")
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(kind, str) and kind.startswith("rl_"):
-            runs.append(run_dir)
-    return runs
+    return [run for run in find_runs(paths) if is_rl_run(run)]
 
 
 def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:

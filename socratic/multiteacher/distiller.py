@@ -1,0 +1,180 @@
+"""The multi-teacher distiller: one student, a pool of M frozen teachers, per-teacher feature regressors, and a
+weighting strategy that decides, per sample, how much each teacher's logit and feature loss counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from socratic.distillers.base import Distiller
+from socratic.losses import kd_loss_per_sample
+from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, has_head
+from socratic.multiteacher.strategies import BatchView, WeightingStrategy, build_strategy
+
+
+class MultiTeacherDistiller(Distiller):
+    """Multi-teacher KD with per-sample teacher weights, the loss of Eq. (2) of Yang et al., "Multi-Teacher
+    Knowledge Distillation with Reinforcement Learning for Visual Recognition" (AAAI 2025):
+
+        L = CE(z_S, y) + alpha * scale_l * mean_i sum_m w_l[i, m] KL_m(i)
+                       + beta  * scale_f * mean_i sum_m w_f[i, m] MSE(r_m(F_S), F_Tm)(i)
+
+    KL_m(i) = T^2 KL(softmax(z_Tm / T) || softmax(z_S / T)) (Hinton KD), MSE the per-sample mean squared error
+    of FitNet between the regressed student map r_m(F_S) and teacher m's map at `feature_layer` (r_m: resize,
+    1x1 conv, BN, ReLU; trained with the student and checkpointed as the extra module `regressors`). The weights
+    come from `strategy` (AVER, EB-KD, CA-MKD, AEKD or MTKD-RL; see `socratic.multiteacher.strategies`);
+    scale_l / scale_f are the strategy's reference-code constants (1 unless stated). Losses returned: `ce`, `kd`
+    and, with the feature term, `feat`.
+
+    Each epoch's metrics get the mean weight of every teacher (`w_logit_<m>`, and `w_feat_<m>` with the feature
+    term; m = the index in `teachers`), the peak memory (`peak_memory_mb`) and whatever the strategy reports (MTKD-RL: `agent_loss`,
+    `reward_<m>`). `current_teacher_weights()` gives the per-teacher logit weights of the latest batch
+    (for Disagreement Augmentation against the weighted ensemble, `da.target: weighted`).
+    """
+
+    def __init__(self, student: nn.Module, teachers: Sequence[nn.Module], strategy: WeightingStrategy, *,
+                 alpha: float = 1.0, beta: float = 5.0, temperature: float = 4.0, feature_loss: bool = True,
+                 feature_layer: int = -1) -> None:
+        super().__init__(student, teachers)
+        self.pool = TeacherPool(self.teachers, feature_layer)
+        self.strategy = strategy
+        self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
+        self.feature_loss = bool(feature_loss)
+        self.feature_layer = feature_layer
+        self.regressors: nn.ModuleList | None = None
+        if self.feature_loss or strategy.needs_regressed:
+            stages = getattr(student, "stage_channels", None)
+            if stages is None or not -len(stages) <= feature_layer < len(stages):
+                count = len(stages) if stages is not None else 0
+                raise ValueError(f"multiteacher.feature_layer={feature_layer} is out of range for the student "
+                                 f"({count} stages: use 0..{count - 1} or -1)")
+            self.regressors = nn.ModuleList(
+                FeatureRegressor(stages[feature_layer], channels) for channels in self.pool.map_channels)
+        self._reset_metrics()
+        self._last_weights: Tensor | None = None
+
+    @classmethod
+    def from_config(cls, method: str, student: nn.Module, teachers: Sequence[nn.Module],
+                    cfg: Any = None) -> "MultiTeacherDistiller":
+        """Build method `method` (aver, ebkd, camkd, aekd, mtkd_rl) from a `MultiTeacherConfig` (defaults if None)."""
+        if cfg is None:
+            from socratic.config.schema import MultiTeacherConfig
+
+            cfg = MultiTeacherConfig()
+        teachers = list(teachers)
+        pool = TeacherPool(teachers, cfg.feature_layer)  # checks the pool before anything is built on it
+        if method == "camkd" and cfg.feature_loss and cfg.camkd_feature_weights == "confidence":
+            for i, teacher in enumerate(teachers):
+                last = len(teacher.stage_channels) - 1
+                if not has_head(teacher) or cfg.feature_layer not in (-1, last):
+                    raise ValueError(
+                        f"multiteacher.camkd_feature_weights=confidence passes r_m(F_S) through each teacher's head,"
+                        f" which needs a zoo teacher and the last stage (feature_layer -1 or {last}); "
+                        f"teachers.{i} is a {type(teacher).__name__}: use camkd_feature_weights: equal otherwise")
+        num_classes = pool.num_classes or 0
+        state_dims = pool.state_dims(num_classes)
+        strategy = build_strategy(method, cfg, teachers, state_dims)
+        return cls(student, teachers, strategy, alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
+                   feature_loss=cfg.feature_loss, feature_layer=cfg.feature_layer)
+
+    # ------------------------------------------------------------------------------------ modules
+    def extra_modules(self) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {}
+        if self.regressors is not None:
+            modules["regressors"] = self.regressors
+        modules.update(self.strategy.extra_modules())
+        return modules
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Student and regressors: a strategy's modules (the MTKD-RL agent) have their own optimizer."""
+        modules: dict[str, nn.Module] = {"student": self.student}
+        if self.regressors is not None:
+            modules["regressors"] = self.regressors
+        return modules
+
+    # ----------------------------------------------------------------------------------- training
+    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        features = self.student.forward_features(x)
+        logits = features.logits
+        use_regressors = self.regressors is not None
+        teachers = self.pool(x, maps=use_regressors)
+        kl = torch.stack([kd_loss_per_sample(logits, t, self.temperature) for t in teachers.logits], dim=1)
+        with torch.no_grad():
+            teacher_ce = torch.stack(
+                [F.cross_entropy(t, y, reduction="none") for t in teachers.logits], dim=1)
+        student_ce = F.cross_entropy(logits.float(), y, reduction="none")
+        batch = BatchView(labels=y, student_logits=logits.detach().float(), teacher_logits=teachers.logits,
+                          teacher_embeddings=teachers.embeddings, kl=kl.detach(), teacher_ce=teacher_ce,
+                          student_ce=student_ce.detach(), temperature=self.temperature)
+        feature_losses = None
+        if use_regressors:
+            student_map = features.stages[self.feature_layer]
+            regressed = [r(student_map, t.shape[-2:]) for r, t in zip(self.regressors, teachers.maps)]
+            feature_losses = torch.stack([
+                (h.float() - t.float()).pow(2).flatten(1).mean(dim=1) for h, t in zip(regressed, teachers.maps)
+            ], dim=1)
+            with torch.no_grad():
+                targets = self.pool.cosine_targets(teachers)
+                cosine = torch.stack([
+                    F.cosine_similarity(h.detach().float().mean(dim=(2, 3)), t, dim=1)
+                    for h, t in zip(regressed, targets)
+                ], dim=1)
+            batch.student_map, batch.regressed, batch.feature_losses = student_map, regressed, feature_losses
+            batch.feature_mse, batch.cosine = feature_losses.detach(), cosine
+        w_logit, w_feat = self.strategy(batch)
+        losses = {
+            "ce": student_ce.mean(),
+            "kd": self.alpha * self.strategy.logit_scale * (w_logit * kl).sum(dim=1).mean(),
+        }
+        if self.feature_loss:
+            losses["feat"] = self.beta * self.strategy.feature_scale * (w_feat * feature_losses).sum(dim=1).mean()
+        self.strategy.observe(batch, w_logit.detach(), w_feat.detach())
+        self._record(w_logit.detach(), w_feat.detach())
+        return logits, losses
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.strategy.on_epoch_end(epoch)
+
+    # -------------------------------------------------------------------------------- observability
+    def _reset_metrics(self) -> None:
+        self._sum_logit: Tensor | float = 0.0
+        self._sum_feat: Tensor | float = 0.0
+        self._seen = 0
+
+    def _record(self, w_logit: Tensor, w_feat: Tensor) -> None:
+        self._sum_logit = self._sum_logit + w_logit.float().sum(dim=0)
+        self._sum_feat = self._sum_feat + w_feat.float().sum(dim=0)
+        self._seen += w_logit.shape[0]
+        rows = w_logit.float()
+        self._last_weights = (rows / rows.sum(dim=1, keepdim=True).clamp_min(1e-12)).mean(dim=0)
+
+    def current_teacher_weights(self, x: Tensor | None = None) -> Tensor | None:
+        """Per-teacher logit weights (M,) of the latest training batch (each sample's row normalised to sum 1,
+        then averaged), or None before the first batch. `x` is accepted for the DA interface and not used."""
+        return self._last_weights
+
+    def epoch_metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self._seen:
+            kinds = [("logit", self._sum_logit)] + ([("feat", self._sum_feat)] if self.feature_loss else [])
+            for kind, total in kinds:
+                for m, value in enumerate((total / self._seen).tolist()):
+                    metrics[f"w_{kind}_{m}"] = value
+        metrics["peak_memory_mb"] = _peak_memory_mb(next(self.student.parameters()).device)
+        metrics.update(self.strategy.epoch_metrics())
+        self._reset_metrics()
+        return metrics
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since the last call on CUDA (allocated by torch), else the process's peak resident set."""
+    from socratic.bench import peak_memory_mb
+
+    value = peak_memory_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return value
