@@ -2,28 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.socratic-installed
+INSTALLED := $(VENV)/.socratic-installed
+INSTALLED_DEV := $(VENV)/.socratic-installed-dev
 
 .PHONY: demo test install data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml
+# torch first (an installed or locally available build is preferred: tools/ensure_torch.py), then the package.
+$(INSTALLED): $(PY) pyproject.toml
 	$(PY) tools/ensure_torch.py
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	$(PY) -m pip install -q -e .
+	touch $@
 
-install: $(STAMP)
+$(INSTALLED_DEV): $(INSTALLED)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)
 
 # Fashion-MNIST for the demo: Debian's package when apt can be used, else a download into data/.
-data: $(STAMP)
-	@$(PY) -m socratic data fashion_mnist --install
+data: $(INSTALLED)
+	$(PY) -m socratic data fashion_mnist --install
 
 demo: data
 	$(PY) -m socratic demo
 
-test: $(STAMP)
+test: $(INSTALLED_DEV)
 	$(PY) -m pytest -q
 
 clean:
