@@ -14,8 +14,8 @@ from socratic.experiment import run_experiment
 
 TEACHER = "resnet20"
 STUDENT = "resnet8"
-EPOCHS = 3
-TRAIN_SUBSET = 20000
+EPOCHS = 4
+TRAIN_SUBSET = 30000
 
 
 def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict]:

@@ -24,7 +24,7 @@ from socratic.data import ImageDataset, TensorLoader, default_augment, load_data
 from socratic.distillers import Distiller, create_distiller, is_multi_teacher
 from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
-from socratic.engine.runtime import select_device, seed_everything
+from socratic.engine.runtime import setup_run
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
 
@@ -194,10 +194,8 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
     error: BaseException | None = None
     try:
         # The same seed on every rank: identical model init and a shared global RNG stream (DA's coin flips).
-        seed_everything(cfg.seed, cfg.runtime.deterministic)
-        if cfg.runtime.num_threads:
-            torch.set_num_threads(cfg.runtime.num_threads)
-        device = dist_device or select_device(cfg.runtime.device)
+        device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
+        device = dist_device or device  # under torchrun: this rank's device
         if world.enabled and cfg.runtime.sync_bn and device.type != "cuda":
             raise ConfigError("runtime.sync_bn needs CUDA devices (torch's SyncBatchNorm refuses CPU tensors): "
                               "set runtime.sync_bn=false for a CPU run")

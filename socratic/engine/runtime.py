@@ -56,6 +56,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def setup_run(seed: int, device: str = "auto", num_threads: int | None = None,
+              deterministic: bool = False) -> torch.device:
+    """The start of every run: seed everything, set torch's CPU threads if asked, pick the device."""
+    seed_everything(seed, deterministic)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    return select_device(device)
+
+
 def rng_state() -> dict:
     """Every RNG state a resumed run needs, as tensors and plain data (loadable with weights_only)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}

@@ -37,7 +37,7 @@ import socratic
 from socratic.config import ConfigError
 from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
 from socratic.engine.logger import RunLogger, read_metrics
-from socratic.engine.runtime import select_device, seed_everything
+from socratic.engine.runtime import setup_run
 from socratic.engine.trainer import NonFiniteLossError
 from socratic.rl.buffer import StateBuffer
 from socratic.rl.config import DistillConfig, NetConfig, save_rl_config
@@ -224,10 +224,7 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
     before the run folder is created.
     """
     console = console or Console(stderr=True)
-    seed_everything(cfg.seed)
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    device = select_device(cfg.runtime.device)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     info = env_info(cfg.env.suite, cfg.env.game)
     teacher_spec = None
     if cfg.teacher.net is not None:

@@ -29,7 +29,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
 from socratic.engine.logger import RunLogger
-from socratic.engine.runtime import select_device, seed_everything
+from socratic.engine.runtime import setup_run
 from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig
 from socratic.rl.distill import build_qnetwork, plot_learning_curve, prepare_run_dir
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
@@ -88,10 +88,7 @@ def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Con
     """Train a DQN teacher with SB3; the best network by periodic greedy evaluation is kept as
     `checkpoints/best.pt` (weights only) and `checkpoints/best.zip` (SB3), the final one as `last.*`."""
     console = console or Console(stderr=True)
-    seed_everything(cfg.seed)
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    device = select_device(cfg.runtime.device)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     info = env_info(cfg.env.suite, cfg.env.game)
     spec = net_spec(cfg.net, info)
     model = build_dqn(cfg, info, cfg.seed, device)
@@ -215,10 +212,7 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     the same two learners train alone (the baseline). Keeps each learner's best network by its greedy
     evaluation after every round and scores it over `eval.final_episodes` at the end."""
     console = console or Console(stderr=True)
-    seed_everything(cfg.seed)
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    device = select_device(cfg.runtime.device)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     info = env_info(cfg.env.suite, cfg.env.game)
     spec = net_spec(cfg.net, info)
     learners = [build_dqn(cfg, info, cfg.seed * 2 + i, device, cls=DPDDQN) for i in range(2)]
