@@ -15,7 +15,7 @@ MODELS = sorted(ZOO.glob("*/*/model.pt"))
 
 def test_zoo_has_the_documented_teachers() -> None:
     # the teachers listed in docs/teachers.md and used by the CPU-scale configs
-    for name in ("fashion_mnist/resnet20", "cifar10_jpeg/resnet20"):
+    for name in ("fashion_mnist/resnet20", "cifar10_jpeg/resnet20", "cifar10_jpeg/wrn_16_2"):
         assert ZOO / name / "model.pt" in MODELS, f"missing committed teacher {name}"
 
 
