@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -59,3 +60,12 @@ def run_config(tiny_fashion: Path, tmp_path: Path) -> dict:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoded-dataset caches of the tests go to a temporary folder, never to ~/.cache/socratic."""
     monkeypatch.setenv("SOCRATIC_CACHE", str(tmp_path_factory.getbasetemp() / "socratic-cache"))
+
+
+@pytest.fixture()
+def one_torch_thread() -> None:
+    """One torch thread for tests of tiny models: on 2 shared cores, two threads mostly wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,13 +17,7 @@ from socratic.engine.logger import read_metrics
 from socratic.experiment import prepare_run_dir, run_dir_for, run_experiment
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    """One torch thread (the tests share 2 cores with other work: multi-threaded small ops only wait), restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class SmallNet(nn.Module):

@@ -38,13 +38,7 @@ from socratic.multiteacher.strategies import kd_logit_gradients
 METHODS = ("aver", "ebkd", "camkd", "aekd", "mtkd_rl")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these models are tiny, and on a busy machine two threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _distiller(method: str, teachers: list[torch.nn.Module] | None = None, **options):

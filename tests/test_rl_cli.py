@@ -24,12 +24,7 @@ from socratic.rl.teachers import load_teacher
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "rl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write(config: dict, path: Path) -> Path:

@@ -26,13 +26,7 @@ from socratic.rl.teachers import load_teacher, qnetwork_checkpoint
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "rl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is several times faster than two on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ buffer
