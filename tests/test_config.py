@@ -19,6 +19,18 @@ def test_defaults_and_overrides_are_typed(tmp_path: Path) -> None:
     assert config.method.temperature == 4.0 and config.method.ce_weight == 0.1 and config.method.kd_weight == 0.9
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads `1e-3` as a string; for a float key it is the number (in files and overrides)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-3\n")
+    config = load_config(path, ["optim.weight_decay=5E-4"])
+    assert config.optim.lr == 0.001 and config.optim.weight_decay == 0.0005
+    with pytest.raises(ConfigError, match="seed: expected an integer, got '1e3'"):
+        load_config(None, ["seed=1e3"])
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got '1e'"):
+        load_config(None, ["optim.lr=1e"])
+
+
 def test_round_trip_through_yaml(tmp_path: Path) -> None:
     config = config_from_dict({"name": "x", **KD_TEACHER})
     save_config(config, tmp_path / "config.yaml")

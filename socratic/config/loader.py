@@ -6,6 +6,7 @@ Every error names the dotted key and what would be valid, so a typo never silent
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any
 import yaml
 
 from socratic.config.schema import ExperimentConfig
+
+# a number in exponent form without a dot (1e-3, 5E+2), which YAML 1.1 leaves as a string
+_YAML11_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
 class ConfigError(ValueError):
@@ -67,6 +71,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; it means the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
