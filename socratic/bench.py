@@ -3,8 +3,6 @@ Disagreement Augmentation) on synthetic data."""
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +12,7 @@ import torch
 from socratic.augment import DisagreementAugmentation
 from socratic.config.schema import MethodConfig
 from socratic.distillers import create_distiller
-from socratic.engine.runtime import autocast, grad_scaler, select_device
+from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, select_device
 from socratic.models import count_flops, create_model
 
 
@@ -32,14 +30,6 @@ def expected_da_over_kd(student_flops: float, teacher_flops: float, steps: int =
     """
     kd = teacher_flops + 3.0 * student_flops
     return (kd + 2.0 * steps * (student_flops + teacher_flops)) / kd
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated memory on CUDA, else the process's peak resident set size (MB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def time_steps(step: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:

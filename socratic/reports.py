@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 
 from socratic.distillers.multiteacher import is_multi_teacher
+from socratic.engine.logger import read_metrics
 
-METRICS = ("best_top1", "last_top1", "train_time")
+METRICS = ("best_top1", "last_top1", "train_time", "epoch_time", "peak_memory_mb")
 
 
 @dataclass
@@ -65,11 +66,23 @@ def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
     groups: dict[str, RunGroup] = {}
     for run_dir in run_dirs:
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = with_epoch_costs(json.loads((run_dir / "summary.json").read_text()), run_dir)
         group = groups.setdefault(_group_key(config), RunGroup(config["name"], config))
         group.seeds.append(config["seed"])
         group.summaries.append(summary)
     return sorted(groups.values(), key=lambda g: g.name)
+
+
+def with_epoch_costs(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """`summary` with `epoch_time` (mean training seconds per epoch) and `peak_memory_mb` (largest over the epochs),
+    taken from metrics.jsonl when the summary predates them."""
+    if "epoch_time" in summary and "peak_memory_mb" in summary:
+        return summary
+    history = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    times = [m["train_time"] for m in history if "train_time" in m]
+    memory = [m["peak_memory_mb"] for m in history if "peak_memory_mb" in m]
+    return {**summary, **({"epoch_time": sum(times) / len(times)} if times else {}),
+            **({"peak_memory_mb": max(memory)} if memory else {})}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -103,15 +116,20 @@ def table_rows(groups: list[RunGroup]) -> list[dict[str, Any]]:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    header = "| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) | train time (s) |"
+    header = ("| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) | train time (s) "
+              "| s / epoch | peak memory (MB) |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
             f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | {r['last_top1_mean']:.2f} ± {r['last_top1_std']:.2f} | "
-            f"{r['train_time_mean']:.0f} |"
+            f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | {_number(r['peak_memory_mb_mean'], '.0f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float, spec: str) -> str:
+    return "–" if value != value else format(value, spec)  # NaN: no run of the group logged it
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

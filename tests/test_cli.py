@@ -34,6 +34,8 @@ def test_train_distill_evaluate_report(run_config: dict, tmp_path: Path, capsys:
     assert {"train_ce", "train_loss", "val_top1", "val_top5", "best_top1", "lr"} <= set(metrics[0])
     summary = json.loads((teacher_dir / "summary.json").read_text())
     assert summary["best_top1"] > 30.0  # 10 classes: chance is 10%
+    assert summary["epoch_time"] == pytest.approx(sum(m["train_time"] for m in metrics) / 6)
+    assert summary["peak_memory_mb"] == max(m["peak_memory_mb"] for m in metrics) > 0
 
     checkpoint = str(teacher_dir / "checkpoints" / "best.pt")
     kd = {**run_config, "name": "kd", "teachers": [{"name": "resnet14", "checkpoint": checkpoint}],

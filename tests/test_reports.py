@@ -39,3 +39,19 @@ def test_no_runs_is_an_error(tmp_path: Path) -> None:
         report([tmp_path])
     with pytest.raises(FileNotFoundError, match="no such run folder"):
         report([tmp_path / "missing"])
+
+
+def test_epoch_time_and_peak_memory_from_summary_or_metrics(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "kd", 0, 70.0, method="kd")
+    _fake_run(tmp_path, "kd", 1, 72.0, method="kd")
+    new = tmp_path / "kd" / "seed0"  # a summary that has them
+    summary = json.loads((new / "summary.json").read_text())
+    (new / "summary.json").write_text(json.dumps({**summary, "epoch_time": 4.0, "peak_memory_mb": 500.0}))
+    old = tmp_path / "kd" / "seed1"  # an older summary: taken from metrics.jsonl
+    (old / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in (
+        {"epoch": 1, "train_time": 5.0, "peak_memory_mb": 600.0}, {"epoch": 2, "train_time": 7.0, "peak_memory_mb": 700.0})))
+    _fake_run(tmp_path, "scratch", 0, 60.0)  # neither: shown as a dash
+    rows = {r["name"]: r for r in report([tmp_path])}
+    assert rows["kd"]["epoch_time_mean"] == pytest.approx(5.0) and rows["kd"]["peak_memory_mb_mean"] == pytest.approx(600.0)
+    table = to_markdown(list(rows.values()))
+    assert "| 15 | 5.0 | 600 |" in table and "| 10 | – | – |" in table

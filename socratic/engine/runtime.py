@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,6 +43,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A loss scaler, active only for fp16 on CUDA (bf16 has fp32's range and needs none)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+def peak_memory_mb(device: torch.device, reset: bool = False) -> float:
+    """Peak memory in MB: torch's allocations on CUDA (since the last reset; `reset` starts a new window), else
+    the process's peak resident set size (it only grows)."""
+    if device.type == "cuda":
+        value = torch.cuda.max_memory_allocated(device) / 2**20
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+        return value
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -20,7 +20,7 @@ from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
 from socratic.engine.evaluate import accuracy_from_counts, evaluate_counts
 from socratic.engine.logger import RunLogger, read_metrics
 from socratic.engine.optim import build_optimizer, set_epoch_lr
-from socratic.engine.runtime import autocast, grad_scaler, rng_state, set_rng_state
+from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, rng_state, set_rng_state
 
 StepCallback = Callable[[int, int], None]  # (epoch, step) after each optimiser step
 # (epoch, metrics) after each epoch's metrics are logged and last.pt is written; may raise to stop the run
@@ -172,6 +172,7 @@ class Trainer:
         metrics["train_top1"] = 100.0 * correct / seen
         metrics["train_time"] = elapsed
         metrics["train_img_per_s"] = seen / elapsed
+        metrics["peak_memory_mb"] = peak_memory_mb(self.device, reset=True)  # this rank's
         return metrics
 
     def _method_metrics(self) -> dict[str, float]:
@@ -286,6 +287,8 @@ class Trainer:
             "last_top1": final["val_top1"],
             "last_top5": final["val_top5"],
             "train_time": sum(m["train_time"] for m in history),
+            "epoch_time": sum(m["train_time"] for m in history) / len(history),
+            "peak_memory_mb": max(m.get("peak_memory_mb", 0.0) for m in history),
             "wall_time_this_session": wall_time,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

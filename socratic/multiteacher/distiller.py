@@ -31,7 +31,7 @@ class MultiTeacherDistiller(Distiller):
     and, with the feature term, `feat`.
 
     Each epoch's metrics get the mean weight of every teacher (`w_logit_<m>`, and `w_feat_<m>` with the feature
-    term; m = the index in `teachers`), the peak memory (`peak_memory_mb`) and whatever the strategy reports (MTKD-RL: `agent_loss`,
+    term; m = the index in `teachers`) and whatever the strategy reports (MTKD-RL: `agent_loss`,
     `reward_<m>`). `current_teacher_weights()` gives the per-teacher logit weights of the latest batch
     (for Disagreement Augmentation against the weighted ensemble, `da.target: weighted`).
     """
@@ -164,17 +164,6 @@ class MultiTeacherDistiller(Distiller):
             for kind, total in kinds:
                 for m, value in enumerate((total / self._seen).tolist()):
                     metrics[f"w_{kind}_{m}"] = value
-        metrics["peak_memory_mb"] = _peak_memory_mb(next(self.student.parameters()).device)
         metrics.update(self.strategy.epoch_metrics())
         self._reset_metrics()
         return metrics
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since the last call on CUDA (allocated by torch), else the process's peak resident set."""
-    from socratic.bench import peak_memory_mb
-
-    value = peak_memory_mb(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    return value
