@@ -176,3 +176,14 @@ def test_journal_storage_fails_and_requeues_a_silent_trial(tmp_path: Path) -> No
     assert states == ["FAIL", "WAITING"]
     assert study.get_trials()[1].params == study.get_trials()[0].params
     assert fail_stale_trials(study, handle) == []  # a second worker finds nothing left to fail
+
+
+def test_resumed_worker_with_the_same_sampler_seed_samples_new_points(search_files: tuple[Path, Path]) -> None:
+    config, space = search_files
+    kwargs = {"study_name": "reseed", "sampler": "random", "pruner": "none", "seed": 0, "report": False}
+    with flat_model_registered():
+        run_search(config, space, n_trials=2, **kwargs)
+        run_search(config, space, n_trials=4, **kwargs)  # the same command after a stop, asked for more trials
+    study, _ = load_study(Path(read_yaml(config)["output_dir"]) / "reseed")
+    points = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(points) == 4 and points[2] != points[0] and points[3] != points[1]

@@ -290,6 +290,10 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
 
     study = optuna.create_study(study_name=name, storage=handle.storage, sampler=sampler_obj, pruner=pruner_obj,
                                 direction="maximize", load_if_exists=True)
+    existing = len(study.get_trials(deepcopy=False))
+    if existing and seed is not None and not _is_object(sampler):
+        # a resumed worker with the same --sampler-seed would replay the first points it sampled before the kill
+        study.sampler = build_sampler(_options(sampler, search_space.sampler, "tpe"), seed + existing)
     signature = _study_signature(base, search_space)
     stored = study.user_attrs.get("socratic")
     if stored is None:
