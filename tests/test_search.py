@@ -108,6 +108,11 @@ def test_pruned_trial_keeps_its_run_folder(search_files: tuple[Path, Path], tmp_
     assert [m["epoch"] for m in read_metrics(run_dir / "metrics.jsonl")] == [1]
     assert (run_dir / "checkpoints" / "last.pt").exists() and not (run_dir / "summary.json").exists()
     assert "| 0 | PRUNED |" in (tmp_path / "runs" / "prune" / "results.md").read_text()
+    # a trial that reaches its last epoch is complete, whatever the pruner says of that epoch
+    with flat_model_registered():
+        result = run_search(config, space, ["optim.epochs=1"], n_trials=1, study_name="last",
+                            pruner=optuna.pruners.ThresholdPruner(lower=101.0))
+    assert result["trials"] == {"COMPLETE": 1}
 
 
 def test_two_workers_share_one_journal_study(search_files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ class _Objective:
             if "val_top1" not in metrics:
                 return
             trial.report(float(metrics["val_top1"]), epoch)
-            if trial.should_prune():
+            if epoch < cfg.optim.epochs and trial.should_prune():  # a trial that ran all its epochs is complete
                 marker["pruned_at_epoch"] = epoch
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch} "
                                          f"(val top-1 {metrics['val_top1']:.2f})")
