@@ -11,7 +11,7 @@ PY=${PY:-.venv/bin/python}
 teacher=$1 student=$2
 shift 2
 common=(output_dir=runs/da_table1 optim.epochs=8 data.train_subset=10000 runtime.num_threads=1 runtime.progress=false)
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   $PY -m socratic train "configs/cifar10_jpeg/students/$student.yaml" "seed=$seed" "${common[@]}" "$@"
   $PY -m socratic distill "configs/cifar10_jpeg/kd/${teacher}_$student.yaml" "seed=$seed" "${common[@]}" "$@"
   $PY -m socratic distill "configs/cifar10_jpeg/da/${teacher}_$student.yaml" "seed=$seed" "${common[@]}" "$@"

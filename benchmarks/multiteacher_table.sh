@@ -13,7 +13,7 @@ shift
 dir=configs/cifar10_jpeg/multiteacher
 common=(output_dir=runs/mt_table optim.epochs=4 data.train_subset=5000 runtime.num_threads=1 runtime.progress=false
         "student.name=$student")
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   $PY -m socratic train "configs/cifar10_jpeg/students/$student.yaml" "seed=$seed" "${common[@]}" "$@"
   $PY -m socratic distill "$dir/aver_pool3_resnet8.yaml" "seed=$seed" "${common[@]}" \
       "name=aver_kd_pool3_$student" multiteacher.feature_loss=false "$@"

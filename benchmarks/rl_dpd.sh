@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 common=(output_dir=runs/rl_dpd dqn.n_timesteps=50000 dpd.round_steps=5000 eval.final_episodes=100 runtime.progress=false)
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   for config in minatar_breakout_dpd minatar_breakout_dpd_alone; do
     $PY -m socratic rl dpd "configs/rl/$config.yaml" "seed=$seed" "${common[@]}" "$@"
   done

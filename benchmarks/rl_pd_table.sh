@@ -16,7 +16,7 @@ shift
 common=(output_dir=runs/rl_pd_table optim.epochs=15 optim.optimizer=adam optim.lr=1e-3 optim.weight_decay=0
         collect.states_per_epoch=10000 collect.buffer_size=100000
         eval.final_episodes=100 eval.teacher_episodes=100 runtime.progress=false)
-for seed in 0 1 2; do
+for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   for method in pd pd_da; do
     $PY -m socratic rl distill "configs/rl/minatar_${game}_$method.yaml" "seed=$seed" "${common[@]}" "$@"
   done

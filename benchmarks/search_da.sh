@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Optuna search over DA's steps, lr and prob (configs/search/da_paper.yaml: the paper's ranges, TPE + Hyperband)
 # for KD + DA resnet20 -> resnet8 on CIFAR-10-JPEG, and the KD baseline of the same setting (seeds 0..2).
-# CPU budget: a 5,000-image training subset, 6 epochs per trial (Hyperband stops no trial before epoch 3), 8 trials.
+# CPU budget: a 5,000-image training subset, 6 epochs per trial, 8 trials. This study ran with min_resource 0.4 x 6 rounded to 2 epochs
+# (the rounding is now upwards: 3).
 #   bash benchmarks/search_da.sh          # results: runs/search_da/<study>/results.md and *.png
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -73,6 +73,7 @@ def test_shipped_da_space_fits_the_da_configs() -> None:
     pruner = build_pruner(space.pruner, epochs=15)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert pruner._min_resource == 6  # 40% of 15 epochs  # noqa: SLF001
+    assert build_pruner(space.pruner, epochs=6)._min_resource == 3  # 40% of 6 epochs, rounded up  # noqa: SLF001
 
 
 @pytest.mark.parametrize(("param", "message"), [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import socket
@@ -56,9 +57,10 @@ def _quiet_optuna_warnings() -> None:
 
 
 def _resource(value: Any, epochs: int, key: str) -> Any:
-    """A pruner resource in epochs: an int, 'auto', or a fraction in (0, 1) of optim.epochs."""
+    """A pruner resource in epochs: an int, 'auto', or a fraction in (0, 1) of optim.epochs (rounded up: at least
+    that share of the epochs)."""
     if isinstance(value, float) and 0 < value < 1:
-        return max(1, round(value * epochs))
+        return max(1, math.ceil(value * epochs - 1e-9))
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
     raise ConfigError(f"pruner.{key}: expected an epoch count, 'auto' or a fraction in (0, 1), got {value!r}")
