@@ -2,7 +2,8 @@
 # CPU-scale comparison of multi-teacher weightings (MTKD-RL paper, Table 1 style) on CIFAR-10-JPEG with the pool
 # resnet20 + wrn_16_2 + resnet14 (committed teachers): student from scratch, AVER (KD), AVER (KD+FitNet), EB-KD,
 # CA-MKD, AEKD and MTKD-RL, seeds 0..2, for one student. Each run logs epoch_time and peak_memory_mb per epoch.
-# CPU budget: a fixed stratified 5,000-image training subset (subset_seed 0) and 4 epochs; full test set.
+# CPU budget: a fixed stratified 5,000-image training subset (subset_seed 0) and 3 epochs; full test set; fp32
+# (bf16 autocast is emulated, ~10x slower, on CPUs without AVX-512).
 #   bash benchmarks/multiteacher_table.sh resnet8          # then: socratic report runs/mt_table
 #   bash benchmarks/multiteacher_table.sh wrn_16_1
 set -euo pipefail
@@ -11,7 +12,8 @@ PY=${PY:-.venv/bin/python}
 student=$1
 shift
 dir=configs/cifar10_jpeg/multiteacher
-common=(output_dir=runs/mt_table optim.epochs=4 data.train_subset=5000 runtime.num_threads=1 runtime.progress=false
+common=(output_dir=runs/mt_table optim.epochs=3 data.train_subset=5000 runtime.num_threads=1 runtime.precision=fp32
+        runtime.progress=false
         "student.name=$student")
 for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   $PY -m socratic train "configs/cifar10_jpeg/students/$student.yaml" "seed=$seed" "${common[@]}" "$@"

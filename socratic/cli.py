@@ -77,8 +77,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from socratic.reports import report, to_csv, to_markdown
 
-    rows = report(args.runs)
-    console.print(to_markdown(rows), markup=False, highlight=False)
+    rows = report(args.runs, baseline=args.baseline)
+    console.print(to_markdown(rows, args.baseline), markup=False, highlight=False)
     if args.csv:
         Path(args.csv).write_text(to_csv(rows))
         err_console.print(f"wrote {args.csv}")
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
     rep.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     rep.add_argument("--csv", default=None, help="also write the table as CSV to this file")
+    rep.add_argument("--baseline", default=None,
+                     help="name of a run group: add per-seed top-1, the difference of means and Welch's t against it")
     rep.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="list zoo models with parameters and FLOPs")
@@ -339,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     from socratic.data import DatasetNotFoundError
     from socratic.engine.checkpoint import CheckpointError
     from socratic.engine.trainer import NonFiniteLossError
+    from socratic.reports import ReportError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError, ReportError) as err:
         err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as err:

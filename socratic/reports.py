@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,10 @@ from socratic.distillers.multiteacher import is_multi_teacher
 from socratic.engine.logger import read_metrics
 
 METRICS = ("best_top1", "last_top1", "train_time", "epoch_time", "peak_memory_mb")
+
+
+class ReportError(ValueError):
+    """A report asked for something the runs do not have (an unknown baseline)."""
 
 
 @dataclass
@@ -111,19 +116,57 @@ def table_rows(groups: list[RunGroup]) -> list[dict[str, Any]]:
         for metric in METRICS:
             mean, std = mean_std(group.values(metric))
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        row["best_top1_values"] = group.values("best_top1")
         rows.append(row)
     return rows
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
+def welch_t(a: list[float], b: list[float]) -> float:
+    """Welch's t statistic of mean(a) - mean(b): the gap in units of its standard error; NaN without >= 2 values
+    on each side. With 3 seeds a side, |t| > 2.8 is a two-sided p < 0.05 (about 4 degrees of freedom)."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    error = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    gap = statistics.fmean(a) - statistics.fmean(b)
+    if error == 0:
+        return 0.0 if gap == 0 else math.copysign(math.inf, gap)
+    return gap / error
+
+
+def compare_to_baseline(rows: list[dict[str, Any]], baseline: str, values_key: str) -> None:
+    """Add `delta` (difference of means) and `welch_t` against the row named `baseline`, for the per-seed values
+    under `values_key`; an unknown baseline is an error naming the rows there are."""
+    names = [r["name"] for r in rows]
+    if baseline not in names:
+        raise ReportError(f"--baseline: no runs named '{baseline}' (there are: {', '.join(names)})")
+    reference = rows[names.index(baseline)][values_key]
+    for row in rows:
+        row["delta"] = statistics.fmean(row[values_key]) - statistics.fmean(reference)
+        row["welch_t"] = welch_t(row[values_key], reference)
+
+
+def baseline_columns(row: dict[str, Any]) -> str:
+    """The markdown cells of `compare_to_baseline`: per-seed values, difference and Welch t (or nothing)."""
+    if "delta" not in row:
+        return ""
+    values = row.get("best_top1_values", row.get("score_mean_values"))
+    return f" {', '.join(f'{v:.2f}' for v in values)} | {row['delta']:+.2f} | {_number(row['welch_t'], '+.1f')} |"
+
+
+def baseline_header(rows: list[dict[str, Any]], baseline: str | None) -> str:
+    return f" per seed | Δ vs {baseline} | Welch t |" if baseline and rows and "delta" in rows[0] else ""
+
+
+def to_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
     header = ("| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) | train time (s) "
-              "| s / epoch | peak memory (MB) |")
+              "| s / epoch | peak memory (MB) |" + baseline_header(rows, baseline))
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
             f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | {r['last_top1_mean']:.2f} ± {r['last_top1_std']:.2f} | "
             f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | {_number(r['peak_memory_mb_mean'], '.0f')} |"
+            + baseline_columns(r)
         )
     return "\n".join(lines) + "\n"
 
@@ -137,13 +180,21 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([csv_cells(row) for row in rows])
     return buffer.getvalue()
 
 
-def report(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Rows of the report table for all runs found under `paths`."""
+def csv_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """Lists (per-seed values) as one `;`-separated cell."""
+    return {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+
+
+def report(paths: list[str | Path], baseline: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the report table for all runs found under `paths`, compared to the `baseline` group when given."""
     runs = [run for run in find_runs(paths) if not is_rl_run(run)]
     if not runs:
         raise FileNotFoundError(f"no finished runs (folders with summary.json) under {', '.join(map(str, paths))}")
-    return table_rows(group_runs(runs))
+    rows = table_rows(group_runs(runs))
+    if baseline:
+        compare_to_baseline(rows, baseline, "best_top1_values")
+    return rows

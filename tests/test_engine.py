@@ -1,4 +1,5 @@
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,14 @@ def test_device_and_precision_errors() -> None:
             autocast(torch.device("cpu"), "fp16")
     with autocast(torch.device("cpu"), "bf16"):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.warns(UserWarning, match="runtime.precision: fp32"), autocast(torch.device("cpu"), "bf16"):
+        pass
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with autocast(torch.device("cpu"), "bf16"):
+            pass

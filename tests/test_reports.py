@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from socratic.config import config_from_dict, config_to_dict
-from socratic.reports import report, to_markdown
+from socratic.reports import ReportError, report, to_markdown, welch_t
 
 
 def _fake_run(root: Path, name: str, seed: int, best: float, method: str = "ce", kind: str | None = None) -> None:
@@ -55,3 +55,22 @@ def test_epoch_time_and_peak_memory_from_summary_or_metrics(tmp_path: Path) -> N
     assert rows["kd"]["epoch_time_mean"] == pytest.approx(5.0) and rows["kd"]["peak_memory_mb_mean"] == pytest.approx(600.0)
     table = to_markdown(list(rows.values()))
     assert "| 15 | 5.0 | 600 |" in table and "| 10 | – | – |" in table
+
+
+def test_baseline_comparison_gives_the_gap_and_welch_t(tmp_path: Path) -> None:
+    for seed, (kd, da) in enumerate(((70.0, 71.0), (72.0, 74.0), (74.0, 77.0))):
+        _fake_run(tmp_path, "kd", seed, kd, method="kd")
+        _fake_run(tmp_path, "da", seed, da, method="fitnet")
+    rows = {r["name"]: r for r in report([tmp_path], baseline="kd")}
+    # da: mean 74, variance 9; kd: mean 72, variance 4 -> t = 2 / sqrt(9/3 + 4/3)
+    assert rows["da"]["delta"] == pytest.approx(2.0) and rows["da"]["welch_t"] == pytest.approx(2 / (13 / 3) ** 0.5)
+    assert rows["kd"]["delta"] == 0.0 and rows["kd"]["welch_t"] == 0.0
+    table = to_markdown(list(rows.values()), "kd")
+    assert "per seed | Δ vs kd | Welch t |" in table and "| 71.00, 74.00, 77.00 | +2.00 | +1.0 |" in table
+    with pytest.raises(ReportError, match="no runs named 'pd'.*there are: "):
+        report([tmp_path], baseline="pd")
+
+
+def test_welch_t_edge_cases() -> None:
+    assert welch_t([1.0], [1.0, 2.0]) != welch_t([1.0], [1.0, 2.0])  # NaN: one value has no spread estimate
+    assert welch_t([2.0, 2.0], [1.0, 1.0]) == float("inf") and welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0

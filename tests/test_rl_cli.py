@@ -94,6 +94,10 @@ def test_distillation_from_a_scripted_teacher_beats_random_play(tmp_path: Path, 
     table = capsys.readouterr().out
     assert "| minatar_breakout_pd_scripted | minatar/Breakout | pd (kl) | 5,691 | 1 | 120 |" in table
     assert "pd+da (kl)" in table and (tmp_path / "rl.csv").read_text().startswith("name,kind,suite,game")
+    assert main(["rl", "report", str(tmp_path / "runs"), "--baseline", "minatar_breakout_pd_scripted"]) == 0
+    assert "| Δ vs minatar_breakout_pd_scripted | Welch t |" in capsys.readouterr().out  # one seed each: t is "–"
+    assert main(["rl", "report", str(tmp_path / "runs"), "--baseline", "nope"]) == 2
+    assert "no runs named 'nope'" in capsys.readouterr().err
 
 
 def test_dqn_teacher_zip_and_weights_then_distill_and_dpd(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

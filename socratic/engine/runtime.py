@@ -7,6 +7,7 @@ import os
 import random
 import resource
 import sys
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,8 +37,19 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("runtime.precision: fp16 needs a CUDA device; use bf16 on CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn(
+            f"runtime.precision: bf16 on a CPU without AVX-512 ({torch.backends.cpu.get_cpu_capability()}) is "
+            "emulated and can be ~10x slower than fp32; set runtime.precision: fp32 on this machine",
+            stacklevel=2,
+        )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU's kernels get native bf16 arithmetic (x86 AVX-512 builds, Arm SVE), not an emulation."""
+    return torch.backends.cpu.get_cpu_capability() not in {"DEFAULT", "NO AVX", "AVX2"}
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

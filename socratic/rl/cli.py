@@ -74,8 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from socratic.rl.reports import rl_csv, rl_markdown, rl_rows
 
-    rows = rl_rows(args.runs)
-    _console().print(rl_markdown(rows), markup=False, highlight=False, soft_wrap=True)
+    rows = rl_rows(args.runs, baseline=args.baseline)
+    _console().print(rl_markdown(rows, args.baseline), markup=False, highlight=False, soft_wrap=True)
     if args.csv:
         Path(args.csv).write_text(rl_csv(rows))
     return 0
@@ -128,6 +128,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
                                description="Tabulate RL run folders (teacher, distill, dpd) grouped by config.")
     report.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     report.add_argument("--csv", default=None, help="also write the table as CSV to this file")
+    report.add_argument("--baseline", default=None,
+                        help="name of a run group: add per-seed scores, the difference of means and Welch's t against it")
     report.set_defaults(func=cmd_report)
     return rl
 

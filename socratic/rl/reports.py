@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from socratic.reports import find_runs, group_runs, is_rl_run, mean_std
+from socratic.reports import (baseline_columns, baseline_header, compare_to_baseline, csv_cells, find_runs, group_runs,
+                              is_rl_run, mean_std)
 
 
 def find_rl_runs(paths: list[str | Path]) -> list[Path]:
@@ -26,8 +27,8 @@ def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def rl_rows(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per group of RL runs (same config but the seed)."""
+def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[str, Any]]:
+    """One row per group of RL runs (same config but the seed), compared to the `baseline` group when given."""
     runs = find_rl_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no finished RL runs (summary.json of kind rl_*) under {', '.join(map(str, paths))}")
@@ -54,13 +55,16 @@ def rl_rows(paths: list[str | Path]) -> list[dict[str, Any]]:
         episode_stds = [s["score_std"] for s in group.summaries if s.get("score_std") is not None]
         row["episode_std_mean"] = mean_std(episode_stds)[0] if episode_stds else None
         row["episodes"] = first.get("episodes")
+        row["score_mean_values"] = [s["score_mean"] for s in group.summaries if s.get("score_mean") is not None]
         rows.append(row)
+    if baseline:
+        compare_to_baseline(rows, baseline, "score_mean_values")
     return rows
 
 
-def rl_markdown(rows: list[dict[str, Any]]) -> str:
+def rl_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
     header = ("| name | game | method | params | seeds | episodes | score (mean ± std over seeds) | episode std | "
-              "teacher | relative (%) | train time (s) |")
+              "teacher | relative (%) | train time (s) |" + baseline_header(rows, baseline))
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         if r["kind"] == "rl_dpd":
@@ -75,7 +79,7 @@ def rl_markdown(rows: list[dict[str, Any]]) -> str:
             f"{r.get('episodes') or '-'} | {score} | {episode_std} | "
             f"{_fmt(r.get('teacher_score_mean_mean'), r.get('teacher_score_mean_std'))} | "
             f"{_fmt(r.get('relative_score_mean'), r.get('relative_score_std'))} | "
-            f"{r.get('train_time_mean', float('nan')):.0f} |"
+            f"{r.get('train_time_mean', float('nan')):.0f} |" + baseline_columns(r)
         )
     return "\n".join(lines) + "\n"
 
@@ -88,7 +92,7 @@ def rl_csv(rows: list[dict[str, Any]]) -> str:
             fields += [k for k in row if k not in fields]
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([csv_cells(row) for row in rows])
     return buffer.getvalue()
 
 
