@@ -14,4 +14,5 @@ for method in kd da; do
   done
 done
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY -m socratic robustness --teacher "teachers/cifar10_jpeg/$teacher/model.pt" \
-    --students "${students[@]}" --steps 10 --limit 1000 --out "benchmarks/results/da_robustness_${teacher}_$student"
+    --students "${students[@]}" --steps 10 --limit 1000 --root ../shared/data/cifar10-jpeg \
+    --out "benchmarks/results/da_robustness_${teacher}_$student"

@@ -136,6 +136,7 @@ def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, A
         "in_channels": dataset.image_shape[0],
         "image_shape": list(dataset.image_shape),
         "dataset": cfg.data.name,
+        "data_root": cfg.data.root,
         "classes": list(dataset.classes),
         "mean": list(dataset.mean),
         "std": list(dataset.std),

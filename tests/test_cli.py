@@ -50,6 +50,8 @@ def test_train_distill_evaluate_report(run_config: dict, tmp_path: Path, capsys:
     assert main(["evaluate", checkpoint, "--root", run_config["data"]["root"]]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["top1"] == pytest.approx(summary["best_top1"], abs=1e-6) and result["samples"] == 200
+    assert main(["evaluate", checkpoint]) == 0  # without --root: the training run's data root, kept in the checkpoint
+    assert json.loads(capsys.readouterr().out)["samples"] == 200
 
     csv_path = tmp_path / "report.csv"
     assert main(["report", str(tmp_path / "runs"), "--csv", str(csv_path)]) == 0

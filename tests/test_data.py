@@ -352,7 +352,7 @@ def test_missing_cifar_and_imagefolder(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as e:
         load_dataset("imagefolder", root=tmp_path / "imgs", split="test")
     assert str(tmp_path / "imgs" / "test") in str(e.value)
-    with pytest.raises(ValueError, match="root"):
+    with pytest.raises(DatasetNotFoundError, match="needs a root.*--root"):
         load_dataset("imagefolder")
 
 

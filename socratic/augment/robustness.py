@@ -21,7 +21,7 @@ import torch
 
 from socratic.augment.disagreement import PAPER_LR, DisagreementAugmentation, disagreement_per_sample
 from socratic.config import ConfigError
-from socratic.data import ImageDataset, TensorLoader, load_dataset, stratified_subset
+from socratic.data import ImageDataset, TensorLoader, stratified_subset
 from socratic.engine.checkpoint import CheckpointError
 from socratic.engine.runtime import select_device
 
@@ -50,11 +50,9 @@ def _unique(labels: list[str]) -> list[str]:
 def validation_set(meta: dict[str, Any], dataset: str | None, root: str | None, split: str,
                    limit: int | None, seed: int = 0) -> ImageDataset:
     """The split the models are measured on; `limit` images drawn stratified by class (all when None/0)."""
-    name = dataset or meta["dataset"]
-    data = load_dataset(name, root=root, split=split)
-    if data.num_classes != meta["num_classes"]:
-        raise CheckpointError(f"the teacher was trained for {meta['num_classes']} classes, "
-                              f"the {split} split of {name} has {data.num_classes}")
+    from socratic.evaluation import checkpoint_dataset
+
+    data = checkpoint_dataset("the teacher", meta, dataset, root, split)
     if limit and limit < len(data):
         data = stratified_subset(data, count=max(limit, data.num_classes), seed=seed)
     return data

@@ -241,7 +241,8 @@ def _imagefolder_split_dir(root: Path, split: str) -> tuple[Path | None, list[Pa
 
 def _load_imagefolder(root: str | Path | None, split: str, cache_dir: Any) -> dict[str, Any]:
     if root is None:
-        raise ValueError("the 'imagefolder' dataset needs root= (a folder containing train/ and test/)")
+        raise DatasetNotFoundError("the 'imagefolder' dataset needs a root: a folder containing train/ and test/ "
+                                   "(data.root in a config, --root on the command line)")
     root = Path(root).resolve()
     split_dir, looked = _imagefolder_split_dir(root, split)
     if split_dir is None:
