@@ -60,7 +60,7 @@ def cmd_search_report(args: argparse.Namespace) -> int:
     from socratic.search import search_report
 
     for result in search_report(args.studies, storage=args.storage, study_name=args.study_name, out=args.out):
-        console.print(Path(result["report"]["markdown"]).read_text(), markup=False, highlight=False)
+        console.print(Path(result["report"]["markdown"]).read_text(), markup=False, highlight=False, soft_wrap=True)
         err_console.print(f"wrote {', '.join(v for k, v in result['report'].items() if not k.endswith('_skipped'))}")
     return 0
 
@@ -78,7 +78,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from socratic.reports import report, to_csv, to_markdown
 
     rows = report(args.runs, baseline=args.baseline)
-    console.print(to_markdown(rows, args.baseline), markup=False, highlight=False)
+    console.print(to_markdown(rows, args.baseline), markup=False, highlight=False, soft_wrap=True)
     if args.csv:
         Path(args.csv).write_text(to_csv(rows))
         err_console.print(f"wrote {args.csv}")

@@ -57,6 +57,7 @@ def test_train_distill_evaluate_report(run_config: dict, tmp_path: Path, capsys:
     assert main(["report", str(tmp_path / "runs"), "--csv", str(csv_path)]) == 0
     out = capsys.readouterr().out
     assert "| teacher | ce | - | resnet14 |" in out
+    assert all(line.startswith("|") and line.endswith("|") for line in out.strip().splitlines())  # no wrapping
     # seed 1 (kd) and seed 2 (fitnet) differ in method: two groups of one seed each
     assert out.count("| kd |") == 2 and csv_path.read_text().startswith("name,method,student")
 
