@@ -145,12 +145,12 @@ def compare_to_baseline(rows: list[dict[str, Any]], baseline: str, values_key: s
         row["welch_t"] = welch_t(row[values_key], reference)
 
 
-def baseline_columns(row: dict[str, Any]) -> str:
+def baseline_columns(row: dict[str, Any], values_key: str) -> str:
     """The markdown cells of `compare_to_baseline`: per-seed values, difference and Welch t (or nothing)."""
     if "delta" not in row:
         return ""
-    values = row.get("best_top1_values", row.get("score_mean_values"))
-    return f" {', '.join(f'{v:.2f}' for v in values)} | {row['delta']:+.2f} | {_number(row['welch_t'], '+.1f')} |"
+    values = ", ".join(f"{v:.2f}" for v in row[values_key])
+    return f" {values} | {row['delta']:+.2f} | {_number(row['welch_t'], '+.1f')} |"
 
 
 def baseline_header(rows: list[dict[str, Any]], baseline: str | None) -> str:
@@ -166,7 +166,7 @@ def to_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
             f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
             f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | {r['last_top1_mean']:.2f} ± {r['last_top1_std']:.2f} | "
             f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | {_number(r['peak_memory_mb_mean'], '.0f')} |"
-            + baseline_columns(r)
+            + baseline_columns(r, "best_top1_values")
         )
     return "\n".join(lines) + "\n"
 

@@ -79,7 +79,7 @@ def rl_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
             f"{r.get('episodes') or '-'} | {score} | {episode_std} | "
             f"{_fmt(r.get('teacher_score_mean_mean'), r.get('teacher_score_mean_std'))} | "
             f"{_fmt(r.get('relative_score_mean'), r.get('relative_score_std'))} | "
-            f"{r.get('train_time_mean', float('nan')):.0f} |" + baseline_columns(r)
+            f"{r.get('train_time_mean', float('nan')):.0f} |" + baseline_columns(r, "score_mean_values")
         )
     return "\n".join(lines) + "\n"
 
