@@ -3,7 +3,7 @@
 # student from scratch, KD and KD+DA (the paper's DA values) for one teacher->student pair, seeds 0..2.
 # CPU budget: a fixed stratified 10,000-image training subset (data.subset_seed 0, the same for every run)
 # and 8 epochs instead of 50,000 images and 240 epochs; evaluation on the full 10,000-image test set. fp32: bf16
-# autocast is emulated (~10x slower) on CPUs without AVX-512, such as the AVX2 machine these results come from.
+# autocast is emulated (~9x slower) on CPUs without AVX-512, such as the AVX2 machine these results come from.
 #   bash benchmarks/da_table1.sh resnet20 resnet8        # then: socratic report runs/da_table1
 #   bash benchmarks/da_table1.sh wrn_16_2 wrn_16_1
 set -euo pipefail

@@ -3,7 +3,7 @@
 # resnet20 + wrn_16_2 + resnet14 (committed teachers): student from scratch, AVER (KD), AVER (KD+FitNet), EB-KD,
 # CA-MKD, AEKD and MTKD-RL, seeds 0..2, for one student. Each run logs epoch_time and peak_memory_mb per epoch.
 # CPU budget: a fixed stratified 5,000-image training subset (subset_seed 0) and 3 epochs; full test set; fp32
-# (bf16 autocast is emulated, ~10x slower, on CPUs without AVX-512).
+# (bf16 autocast is emulated, ~9x slower, on CPUs without AVX-512).
 #   bash benchmarks/multiteacher_table.sh resnet8          # then: socratic report runs/mt_table
 #   bash benchmarks/multiteacher_table.sh wrn_16_1
 set -euo pipefail

@@ -40,7 +40,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         warnings.warn(
             f"runtime.precision: bf16 on a CPU without AVX-512 ({torch.backends.cpu.get_cpu_capability()}) is "
-            "emulated and can be ~10x slower than fp32; set runtime.precision: fp32 on this machine",
+            "emulated and can be ~9x slower than fp32; set runtime.precision: fp32 on this machine",
             stacklevel=2,
         )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
