@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dual policy distillation (Lai et al. 2020) against the same two DQN learners trained alone, MinAtar Breakout,
-# seeds 0..2; each learner's best network is scored over 100 greedy episodes.
+# seeds 0..2, at the config's distillation lr (1e-5) and at the authors' (1e-4); each learner's best network is
+# scored over 100 greedy episodes.
 # CPU budget: 50,000 environment steps per learner in rounds of 5,000 (configs/rl/minatar_breakout_dpd*.yaml:
 # 500,000 in rounds of 10,000); exploration decays over the first 10% of the budget either way.
 #   bash benchmarks/rl_dpd.sh          # then: socratic rl report runs/rl_dpd
@@ -12,4 +13,7 @@ for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second pro
   for config in minatar_breakout_dpd minatar_breakout_dpd_alone; do
     $PY -m socratic rl dpd "configs/rl/$config.yaml" "seed=$seed" "${common[@]}" "$@"
   done
+  # the authors' distillation lr (their DDPG actors), 10x the config's
+  $PY -m socratic rl dpd configs/rl/minatar_breakout_dpd.yaml "seed=$seed" "${common[@]}" \
+      name=minatar_breakout_dpd_lr1e-4 dpd.lr=1e-4 "$@"
 done
