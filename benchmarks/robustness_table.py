@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import re
-import statistics
 import sys
 from collections import defaultdict
+
+from socratic.reports import mean_std
 
 
 def run_group(label: str) -> str:
@@ -22,18 +23,16 @@ def run_group(label: str) -> str:
 
 def main(path: str) -> str:
     top1: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for row in csv.DictReader(open(path)):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
         who = "student" if row["role"] == "student" else "teacher"
         top1[(int(row["steps"]), f"{run_group(row['perturbed_against'])} {who}")].append(float(row["top1"]))
     columns = sorted({key[1] for key in top1}, key=lambda c: (c.endswith("teacher"), c))
     lines = ["| DA steps | " + " | ".join(c.replace(" teacher", ": teacher") for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for step in sorted({key[0] for key in top1}):
-        cells = []
-        for column in columns:
-            values = top1[(step, column)]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.1f} ± {spread:.1f}")
+        cells = ["{:.1f} ± {:.1f}".format(*mean_std(top1[(step, column)])) for column in columns]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

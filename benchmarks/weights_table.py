@@ -7,20 +7,19 @@ memory (RSS, MB).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
+from socratic.engine.logger import read_metrics
 
-def run_rows(run_dir: Path) -> list[str]:
-    """One markdown row per epoch of one run folder."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+
+def run_rows(run_dir: Path, config: dict) -> list[str]:
+    """One markdown row per epoch of one run folder, whose `config.yaml` is `config`."""
     teachers = len(config["teachers"])
     rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        epoch = json.loads(line)
+    for epoch in read_metrics(run_dir / "metrics.jsonl"):
         logit = " / ".join(f"{epoch[f'w_logit_{i}']:.2f}" for i in range(teachers))
         feature = " / ".join(f"{epoch[f'w_feat_{i}']:.2f}" for i in range(teachers))
         rows.append(f"| {config['method']['name']} | {epoch['epoch']} | {logit} | {feature} "
@@ -29,12 +28,12 @@ def run_rows(run_dir: Path) -> list[str]:
 
 
 def main(run_dirs: list[str]) -> str:
-    first = yaml.safe_load((Path(run_dirs[0]) / "config.yaml").read_text())
-    names = " / ".join(teacher["name"] for teacher in first["teachers"])
+    configs = [yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) for run_dir in run_dirs]
+    names = " / ".join(teacher["name"] for teacher in configs[0]["teachers"])
     lines = [f"| method | epoch | logit weights ({names}) | feature weights | s / epoch | peak MB |",
              "|---|---|---|---|---|---|"]
-    for run_dir in run_dirs:
-        lines += run_rows(Path(run_dir))
+    for run_dir, config in zip(run_dirs, configs):
+        lines += run_rows(Path(run_dir), config)
     return "\n".join(lines)
 
 
