@@ -186,6 +186,7 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 _CHOICES = {
     "data.name": ("fashion_mnist", "cifar10", "cifar100", "imagefolder"),
     "optim.schedule": ("multistep", "cosine", "constant"),
+    "optim.optimizer": ("sgd", "adam", "rmsprop"),
     "runtime.precision": ("fp32", "bf16", "fp16"),
 }
 

@@ -46,9 +46,10 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD and the learning-rate schedule."""
+    """The optimiser and the learning-rate schedule."""
 
     epochs: int = 240
+    optimizer: str = "sgd"  # sgd | adam | rmsprop
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from socratic.context import TrainContext
 from socratic.config.schema import MethodConfig
 
 
@@ -35,7 +36,8 @@ class Distiller(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
-    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
     def epoch_metrics(self) -> dict[str, float]:

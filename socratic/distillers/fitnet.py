@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from socratic.context import TrainContext
 from socratic.config.schema import MethodConfig
 from socratic.distillers.base import Distiller, register_distiller
 from socratic.losses import cross_entropy, fitnet_loss
@@ -56,7 +57,8 @@ class FitNet(Distiller):
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"regressor": self.regressor}
 
-    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
         with torch.no_grad():
             teacher_hint = self.teacher.forward_features(x).stages[self.hint_layer]

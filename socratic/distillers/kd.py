@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from socratic.context import TrainContext
 from socratic.config.schema import MethodConfig
 from socratic.distillers.base import Distiller, register_distiller
 from socratic.losses import cross_entropy, kd_loss
@@ -25,7 +26,8 @@ class KD(Distiller):
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
 
-    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(x)
         teacher_logits = self.teacher_logits(x)
         return logits, {

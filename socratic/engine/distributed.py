@@ -391,8 +391,8 @@ class _TrainStep(nn.Module):
         self.trainable = nn.ModuleDict(distiller.trainable_modules())
         object.__setattr__(self, "_distiller", distiller)  # not a child: teachers stay outside DDP
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Any:
-        return self._distiller.forward_train(x, y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, ctx: Any = None) -> Any:
+        return self._distiller.forward_train(x, y, ctx)
 
 
 def wrap_distiller(distiller: Any, device: torch.device, *, find_unused_parameters: bool = False

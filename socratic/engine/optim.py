@@ -1,4 +1,4 @@
-"""SGD and per-epoch learning-rate schedules (multistep, cosine, constant, with linear warm-up)."""
+"""The optimiser (SGD, Adam, RMSProp) and per-epoch learning-rate schedules (multistep, cosine, constant, with linear warm-up)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import torch
 from socratic.config.schema import OptimConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.SGD:
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """`cfg.optimizer` over `params`: SGD (with momentum, optionally Nesterov), Adam or RMSProp."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from socratic.config.schema import ExperimentConfig
+from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.engine import distributed
 from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -130,10 +131,11 @@ class Trainer:
             with autocast(self.device, runtime.precision):
                 if self.augmentation is not None:
                     x = self.augmentation(x, self.distiller.student, self.distiller.teachers)
+                ctx = TrainContext(epoch, step, self.config.optim.epochs, len(self.train_loader))
                 if self.ddp is not None:
-                    logits, losses = self.ddp(x, y)
+                    logits, losses = self.ddp(x, y, ctx)
                 else:
-                    logits, losses = self.distiller.forward_train(x, y)
+                    logits, losses = self.distiller.forward_train(x, y, ctx)
             loss = sum(losses.values())
             local_finite = bool(torch.isfinite(loss))
             # Under torchrun every rank stops together, so none is left waiting in the gradient all-reduce.

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.losses import kd_loss_per_sample
 from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, has_head
@@ -97,7 +98,8 @@ class MultiTeacherDistiller(Distiller):
         return modules
 
     # ----------------------------------------------------------------------------------- training
-    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
         logits = features.logits
         use_regressors = self.regressors is not None
