@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from socratic.augment import DisagreementAugmentation
-from socratic.config.schema import MethodConfig
 from socratic.distillers import create_distiller
 from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, select_device
 from socratic.models import count_flops, create_model
@@ -65,7 +64,7 @@ def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: s
     y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(dev)
 
     def training_step(method: str, augmentation: Any = None) -> Callable[[], None]:
-        distiller = create_distiller(MethodConfig(name=method), student_model, [teacher_model] if method != "ce" else [])
+        distiller = create_distiller(method, student_model, [teacher_model] if method != "ce" else [])
         distiller = distiller.to(dev, memory_format=memory_format).train()
         optimizer = torch.optim.SGD(distiller.student.parameters(), lr=0.01, momentum=0.9)
         scaler = grad_scaler(dev, precision)

@@ -20,8 +20,8 @@ from torch import nn
 import socratic
 from socratic.config import ConfigError, ExperimentConfig, config_to_dict, save_config
 from socratic.config.schema import ModelConfig
-from socratic.data import ImageDataset, TensorLoader, default_augment, load_dataset, stratified_subset
-from socratic.distillers import Distiller, create_distiller, is_multi_teacher
+from socratic.data import ImageDataset, TensorLoader, build_augment, load_dataset, stratified_subset
+from socratic.distillers import Distiller, create_distiller
 from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
 from socratic.engine.runtime import setup_run
@@ -54,7 +54,7 @@ def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device
                  world_size: int = 1) -> tuple[TensorLoader, TensorLoader]:
     """Train and test loaders; with world_size > 1 each takes rank's shard (data.batch_size is per process)."""
     data = cfg.data
-    augment = default_augment(data.name) if data.augment else None
+    augment = build_augment(data.augment)
     common = dict(device=device, channels_last=cfg.runtime.channels_last, rank=rank, world_size=world_size)
     train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed, **common)
     test = TensorLoader(datasets.test, data.eval_batch_size, shuffle=False, augment=None, seed=cfg.seed, **common)
@@ -91,20 +91,12 @@ def load_teacher(model_cfg: ModelConfig, num_classes: int, in_channels: int, ind
 
 
 def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -> Distiller:
-    options: dict[str, Any] = {}
-    if is_multi_teacher(cfg.method.name):  # a teacher pool: its checkpoints must agree on the class count
-        from socratic.multiteacher.pool import checkpoint_class_counts
-
-        names = [f"teachers.{i} ({t.name})" for i, t in enumerate(cfg.teachers)]
-        try:
-            checkpoint_class_counts([t.checkpoint for t in cfg.teachers], names)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        options["multiteacher"] = cfg.multiteacher
+    """The method of `cfg.method` around the student and the loaded teachers (each checked against the
+    dataset's class count, so a pool always agrees)."""
     student = build_model(cfg.student, num_classes, in_channels)
     teachers = [load_teacher(t, num_classes, in_channels, i) for i, t in enumerate(cfg.teachers)]
     try:
-        return create_distiller(cfg.method, student, teachers, **options)
+        return create_distiller(cfg.method, student, teachers)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
