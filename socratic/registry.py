@@ -100,6 +100,12 @@ class Registry:
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` and its aliases (a plugin or a test that registered it for a while)."""
+        self._entries.pop(name, None)
+        for alias in [a for a, target in self._aliases.items() if target == name]:
+            del self._aliases[alias]
+
     def _ensure_discovered(self) -> None:
         if self._discovered:
             return

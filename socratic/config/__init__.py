@@ -4,6 +4,7 @@ from socratic.config.loader import (
     ConfigError,
     apply_overrides,
     build_component,
+    build_dataclass,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -24,6 +25,6 @@ from socratic.config.schema import (
 
 __all__ = [
     "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimConfig", "RuntimeConfig",
-    "SearchConfig", "apply_overrides", "build_component", "component", "config_from_dict", "config_to_dict",
+    "SearchConfig", "apply_overrides", "build_component", "build_dataclass", "component", "config_from_dict", "config_to_dict",
     "load_config", "migrate_legacy", "save_config", "validate",
 ]

@@ -55,7 +55,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {_section_keys(tp)}, got {value!r}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -92,7 +92,9 @@ def _section_keys(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
-def _build(cls: type, values: dict, prefix: str, what: str = "here") -> Any:
+def build_dataclass(cls: type, values: dict, prefix: str, what: str = "here") -> Any:
+    """A config dataclass from plain data: each key converted to its field's type (component sections through
+    the registry); an unknown key is a ConfigError naming the dotted key and the valid ones."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -130,7 +132,7 @@ def build_component(registry: Registry, value: Any, key: str, default: str | Non
         entry = registry.get(name)
     except UnknownComponentError as err:
         raise ConfigError(f"{key}.name: {err}") from None
-    options = _build(entry.options or Options, {**values, "name": entry.name}, key,
+    options = build_dataclass(entry.options or Options, {**values, "name": entry.name}, key,
                      what=f"for {registry.kind} '{entry.name}'")
     try:
         options.check(key)
@@ -150,7 +152,7 @@ def config_from_dict(values: dict) -> ExperimentConfig:
         if isinstance(name, str) and name in DATASETS:
             values = {**values, "data": {**data, "augment": dict(DATASETS.get(name).meta.get("augment",
                                                                                             {"name": "none"}))}}
-    config = _build(ExperimentConfig, values, "")
+    config = build_dataclass(ExperimentConfig, values, "")
     validate(config)
     return config
 
