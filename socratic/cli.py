@@ -106,6 +106,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = {"methods": "METHODS", "augmentations": "AUGMENTATIONS", "datasets": "DATASETS",
+         "env-suites": "ENV_SUITES", "weightings": "WEIGHTINGS"}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from socratic import registry
+
+    components = getattr(registry, KINDS[args.kind])
+    table = Table(args.kind[:-1], "options (defaults)", "metadata")
+    for entry in components.entries():
+        options = components.default_options(entry.name)
+        keys = ", ".join(f"{f.name}={getattr(options, f.name)!r}" for f in dataclasses.fields(options)
+                         if f.name != "name")
+        meta = ", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if isinstance(v, (str, int, float, tuple, bool)))
+        table.add_row(entry.name, keys or "-", meta or "-")
+    console.print(table)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from socratic.bench import bench_pair
 
@@ -212,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--num-classes", type=int, default=100, help="classifier size (default 100)")
     models.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
     models.set_defaults(func=cmd_models)
+
+    listing = sub.add_parser("list", help="the registered components of one kind, with their options and defaults",
+                             description="Every registered method (or augmentation, dataset, environment suite, "
+                                         "teacher weighting) with the keys of its config section and their defaults.")
+    listing.add_argument("kind", choices=sorted(KINDS), help="which kind of component")
+    listing.set_defaults(func=cmd_list)
 
     bench = sub.add_parser("bench", help="img/s of teacher forward, student step, KD step and KD+DA step; peak memory")
     bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
