@@ -307,6 +307,7 @@ def test_a_resumed_da_run_reaches_the_same_weights(kd_config: dict) -> None:
 
 
 def test_composes_with_every_distiller_that_has_a_teacher() -> None:
+    from socratic.context import TrainContext
     from socratic.distillers import create_distiller, list_distillers
     from socratic.models import create_model
     from socratic.registry import METHODS
@@ -321,7 +322,7 @@ def test_composes_with_every_distiller_that_has_a_teacher() -> None:
         teachers = [teacher, second] if needs >= 2 else [teacher]  # multi-teacher methods need >= 2
         distiller = create_distiller(name, student, teachers).train()
         x_new = da(x, distiller.student, distiller.teachers)
-        logits, losses = distiller.forward_train(x_new, y)
+        logits, losses = distiller.forward_train(x_new, y, TrainContext(epoch=1, epochs=2, steps_per_epoch=1))
         assert not torch.equal(x_new, x) and logits.shape == (4, 10) and all(torch.isfinite(v) for v in losses.values())
         assert not distiller.teacher.training
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from socratic.config.schema import DAConfig
+from socratic.losses import tempered_kl_per_sample
 
 OBJECTIVES = DAConfig.OBJECTIVES
 OPTIMIZERS = DAConfig.OPTIMIZERS
@@ -59,9 +60,7 @@ def disagreement_per_sample(student_logits: Tensor, target_logits: Tensor, objec
     if objective == "mse":
         return (s - t).pow(2).mean(dim=1)
     if objective == "kl":
-        log_p_student = F.log_softmax(s / temperature, dim=1)
-        log_p_target = F.log_softmax(t / temperature, dim=1)
-        return (log_p_target.exp() * (log_p_target - log_p_student)).sum(dim=1)
+        return tempered_kl_per_sample(s, t, temperature)
     raise ValueError(f"da.objective: '{objective}' is not one of {', '.join(OBJECTIVES)}")
 
 
