@@ -68,6 +68,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"method": {"name": "kd"}, "teachers": [{"name": "resnet8"}]}, "teachers.0.checkpoint is required"),
         ({"teachers": {"name": "resnet8"}}, "teachers: expected a list"),
         ({"data": 3}, "data: expected a mapping of name, root"),
+        ({"runtime": {"device": "gpu"}}, "runtime.device: 'gpu' is not a device (use auto, cpu, cuda, cuda:N or mps)"),
     ],
 )
 def test_bad_configs_name_the_key(values: dict, message: str) -> None:
@@ -133,3 +134,9 @@ def test_an_empty_config_file_is_refused(tmp_path: Path) -> None:
     path.write_text("# nothing here\n")
     with pytest.raises(ConfigError, match="empty.yaml is empty"):
         load_config(path)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_with_the_config() -> None:
+    with pytest.raises(ConfigError, match="runtime.device: 'cuda' asks for CUDA but this machine has no CUDA device"):
+        config_from_dict({"runtime": {"device": "cuda"}})

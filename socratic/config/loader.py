@@ -326,6 +326,10 @@ def validate(config: ExperimentConfig) -> None:
     for i, teacher in enumerate(config.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")
+    try:
+        config.runtime.check("runtime")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     _validate_da(config, method.meta)
 
 

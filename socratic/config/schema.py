@@ -7,6 +7,7 @@ select a component (`method`, `data.augment`) are tagged unions: their `name` pi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,26 @@ class RuntimeConfig:
     eval_every: int = 1  # evaluate every N epochs (and always at the last)
     sync_bn: bool = False  # under torchrun: SyncBatchNorm in the student and extras (CUDA only; docs/distributed.md)
     find_unused_parameters: bool = False  # under torchrun: DDP option for trainable parameters a step may not use
+
+    def check(self, prefix: str = "runtime") -> None:
+        """A device this machine cannot run is refused with the config, before anything is loaded."""
+        match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", self.device)
+        if self.device != "auto" and match is None:
+            raise ValueError(f"{prefix}.device: '{self.device}' is not a device (use auto, cpu, cuda, cuda:N or mps)")
+        if match is None or match.group(1) == "cpu":
+            return
+        import torch
+
+        if match.group(1) == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"{prefix}.device: '{self.device}' asks for CUDA but this machine has no CUDA device "
+                                 f"(torch {torch.__version__}, CUDA available: no); use auto or cpu")
+            index = int(match.group(2) or 0)
+            if index >= torch.cuda.device_count():
+                raise ValueError(f"{prefix}.device: '{self.device}' but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s): use cuda:0..{torch.cuda.device_count() - 1}")
+        elif not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"{prefix}.device: 'mps' but Apple's MPS backend is not available here; use auto or cpu")
 
 
 def _is_int(value: Any) -> bool:

@@ -301,6 +301,10 @@ def _check_da(da: RLDAConfig) -> None:
 
 def _check_runtime(runtime: RLRuntimeConfig) -> None:
     _positive({"runtime.num_threads": runtime.num_threads})
+    try:
+        runtime.check("runtime")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     defaults = RLRuntimeConfig()
     for key in _IMAGE_ONLY_RUNTIME:
         if getattr(runtime, key) != getattr(defaults, key):
