@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
     evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    evaluate.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                          help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
     bench.add_argument("--student", default="resnet8x4", help="student model name (default resnet8x4)")
     bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    bench.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    bench.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     bench.add_argument("--steps", type=int, default=10, help="timed steps per measure (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")

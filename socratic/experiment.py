@@ -24,7 +24,7 @@ from socratic.data import ImageDataset, TensorLoader, build_augment, load_datase
 from socratic.distillers import Distiller, create_distiller
 from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
-from socratic.engine.runtime import setup_run
+from socratic.engine.runtime import resolve_precision, setup_run
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
 
@@ -119,9 +119,11 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name / f"seed{cfg.seed}"
 
 
-def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, Any]:
-    """What a checkpoint must remember to be rebuilt and evaluated later (`socratic evaluate`)."""
+def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset, device: torch.device) -> dict[str, Any]:
+    """What a checkpoint must remember to be rebuilt and evaluated later (`socratic evaluate`), and the precision
+    the run resolved `runtime.precision` to on this machine."""
     return {
+        "precision": resolve_precision(device, cfg.runtime.precision),
         "model_name": cfg.student.name,
         "model_kwargs": dict(cfg.student.kwargs),
         "num_classes": dataset.num_classes,
@@ -205,7 +207,7 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
     # Rank 0 alone makes (or checks) the run folder; its error, if any, is raised on every rank.
     run_dir = distributed.run_on_main(lambda: prepare_run_dir(cfg, resume=resume, overwrite=overwrite))
     trainer = Trainer(distiller, train_loader, test_loader, cfg, run_dir, device,
-                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks, augmentation=augmentation,
+                      meta=checkpoint_meta(cfg, datasets.train, device), callbacks=callbacks, augmentation=augmentation,
                       epoch_callbacks=epoch_callbacks)
     if resume:
         trainer.resume()

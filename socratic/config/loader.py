@@ -277,7 +277,7 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 _CHOICES = {
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.optimizer": ("sgd", "adam", "rmsprop"),
-    "runtime.precision": ("fp32", "bf16", "fp16"),
+    "runtime.precision": ("auto", "fp32", "bf16", "fp16"),
     "search.direction": ("maximize", "minimize"),
 }
 

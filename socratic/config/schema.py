@@ -66,7 +66,7 @@ class RuntimeConfig:
     """Where and how the computation runs."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    precision: str = "auto"  # auto (bf16 where the hardware has it natively, else fp32) | fp32 | bf16 | fp16 (CUDA)
     channels_last: bool = False
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
