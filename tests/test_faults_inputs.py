@@ -303,3 +303,107 @@ def test_nan_rl_teacher_is_refused_at_load(tmp_path: Path, capsys: pytest.Captur
     assert main(_tiny_evaluate(zip_path)) == 2
     err = capsys.readouterr().err
     assert str(zip_path) in err and "q_net.0.weight" in err and "1 inf" in err
+
+
+# ------------------------------------------------------------------------------------------ image folders
+def _image_folder(root: Path, counts: dict[str, dict[str, int]], fmt: str = "PNG") -> Path:
+    """<root>/<split>/<class>/<i>.<ext>: 8x6 RGB noise images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in counts.items():
+        for name, count in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.{fmt.lower()}", fmt)
+    return root
+
+
+def test_dataset_cache_follows_the_class_list(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from socratic.data import DataFormatError, load_dataset
+
+    root = _image_folder(tmp_path / "imgs", {"train": {"cat": 3, "dog": 2}, "test": {"cat": 1, "dog": 1}})
+    cache = tmp_path / "cache"
+    assert load_dataset("imagefolder", root, "train", cache).num_classes == 2
+    (root / "train" / "bird").mkdir()  # an empty class: no file changed, the class list did
+    with pytest.raises(DataFormatError, match=f"empty class folder {root.resolve() / 'train' / 'bird'}"):
+        load_dataset("imagefolder", root, "train", cache)
+    with pytest.raises(DataFormatError, match="empty class folder"):  # the test split reads train's classes
+        load_dataset("imagefolder", root, "test", cache)
+    train = load_dataset("imagefolder", root, "train", cache, allow_empty_classes=True)
+    assert train.classes == ["bird", "cat", "dog"] and train.class_counts().tolist() == [0, 3, 2]
+    assert len(list(cache.glob("imagefolder-train-*.pt"))) == 2  # a new entry, not the stale 2-class one
+    test = load_dataset("imagefolder", root, "test", cache, allow_empty_classes=True)
+    assert test.num_classes == 3 and test.labels.tolist() == [1, 2]
+
+    # a renamed file (same size and pixels) is a new listing, so a new entry
+    (root / "train" / "bird").rmdir()
+    (root / "train" / "dog" / "1.png").rename(root / "train" / "dog" / "9.png")
+    load_dataset("imagefolder", root, "train", cache)
+    assert len(list(cache.glob("imagefolder-train-*.pt"))) == 3
+
+    (root / "train" / "bird").mkdir()
+    assert main(["data", "imagefolder", "--root", str(root)]) == 2
+    assert f"empty class folder {root.resolve() / 'train' / 'bird'}" in capsys.readouterr().err
+
+
+def _truncate(path: Path) -> Path:
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    return path
+
+
+def test_truncated_jpeg_exits_2_naming_it_or_is_skipped(run_config: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from socratic.data import DataFormatError, load_dataset
+
+    root = _image_folder(tmp_path / "imgs", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 2, "dog": 2}}, "JPEG")
+    broken = _truncate(root / "train" / "dog" / "1.jpeg")
+    assert main(["data", "imagefolder", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert str(broken.resolve()) in err and "cannot decode image" in err and "Traceback" not in err
+
+    config = {**run_config, "data": {"name": "imagefolder", "root": str(root), "batch_size": 2,
+                                     "cache_dir": str(tmp_path / "cache")}}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 2  # was an uncaught DataFormatError (exit 1)
+    assert str(broken.resolve()) in capsys.readouterr().err
+    assert not Path(run_config["output_dir"]).exists()
+
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\) of 6 .* e\.g\. .*1\.jpeg"):
+        train = load_dataset("imagefolder", root, "train", cache, skip_unreadable=True)
+    assert len(train) == 5 and train.class_counts().tolist() == [3, 2]
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):  # from the cache: still said
+        assert len(load_dataset("imagefolder", root, "train", cache, skip_unreadable=True)) == 5
+    with pytest.raises(DataFormatError, match="1.jpeg"):  # the skipping entry never serves a strict call
+        load_dataset("imagefolder", root, "train", cache)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):  # the training statistics
+        test = load_dataset("imagefolder", root, "test", cache, skip_unreadable=True)
+    assert len(test) == 4 and test.mean == train.mean
+
+
+# ------------------------------------------------------------------------------------- dataset registry
+def test_every_dataset_is_one_registered_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from socratic.data import ImageDataset, load_dataset, make_payload, normalization
+    from socratic.registry import DATASETS, Entry
+
+    assert DATASETS.names() == ["cifar10", "cifar100", "fashion_mnist", "imagefolder"]
+    for entry in DATASETS.entries():
+        assert entry.factory.__module__ == f"socratic.data.sources.{'cifar' if 'cifar' in entry.name else entry.name}"
+        assert entry.meta["augment"]["name"] == "crop_flip" and entry.meta["augment"]["flip"] is True
+    assert DATASETS.get("fashion_mnist").meta["augment"]["padding"] == 2
+    assert DATASETS.get("cifar10").meta["augment"]["padding"] == 4
+    assert normalization("cifar100") == (DATASETS.get("cifar100").meta["mean"], DATASETS.get("cifar100").meta["std"])
+
+    def load_toy(root: Any, split: str, options: Any) -> dict[str, Any]:  # a new dataset: nothing but this
+        images = np.full((4, 1, 2, 2), 7 if split == "train" else 9, dtype=np.uint8)
+        return make_payload("toy", split, images, np.array([0, 1, 0, 1]), ["a", "b"], (0.5,), (0.25,))
+
+    monkeypatch.setitem(DATASETS._entries, "toy", Entry("dataset", "toy", load_toy, None, {"mean": (0.5,), "std": (0.25,)}))
+    toy = load_dataset("toy", split="val")
+    assert isinstance(toy, ImageDataset) and toy.split == "test" and int(toy.images[0, 0, 0, 0]) == 9
+    assert toy.num_classes == 2 and normalization("toy")[0] == (0.5,)
+    assert main(["data", "cifar10", "--install"]) == 2  # --install comes from the dataset's metadata

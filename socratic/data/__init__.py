@@ -10,12 +10,25 @@
 
 from .augment import BatchAugment, default_augment, normalize
 from .cache import resolve_cache_dir
-from .constants import DATASET_NAMES, FASHION_MNIST_CLASSES, NORMALIZATION, normalization
-from .datasets import ImageDataset, compute_mean_std, load_dataset
+from .datasets import ImageDataset, LoadOptions, compute_mean_std, load_dataset, make_payload, normalization
 from .errors import DataFormatError, DatasetNotFoundError
 from .fashion_mnist_setup import download_fashion_mnist, ensure_fashion_mnist, find_fashion_mnist
 from .loader import TensorLoader
+from .sources.fashion_mnist import FASHION_MNIST_CLASSES
 from .subset import stratified_indices, stratified_subset
+
+
+def __getattr__(name: str) -> object:
+    """`DATASET_NAMES` and `NORMALIZATION`, kept for older callers, read from the registry when asked for."""
+    from socratic.registry import DATASETS
+
+    if name == "DATASET_NAMES":
+        return tuple(DATASETS.names())
+    if name == "NORMALIZATION":
+        return {e.name: (tuple(e.meta["mean"]), tuple(e.meta["std"])) for e in DATASETS.entries()
+                if e.meta.get("mean") is not None}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BatchAugment",
@@ -24,6 +37,7 @@ __all__ = [
     "DatasetNotFoundError",
     "FASHION_MNIST_CLASSES",
     "ImageDataset",
+    "LoadOptions",
     "NORMALIZATION",
     "TensorLoader",
     "compute_mean_std",
@@ -32,6 +46,7 @@ __all__ = [
     "ensure_fashion_mnist",
     "find_fashion_mnist",
     "load_dataset",
+    "make_payload",
     "normalization",
     "normalize",
     "resolve_cache_dir",
