@@ -225,6 +225,26 @@ def test_unreadable_sb3_zip_exits_2_naming_the_file(tmp_path: Path, capsys: pyte
     assert "do not fit the network its JSON describes" in capsys.readouterr().err
 
 
+def test_malformed_sb3_json_fields_are_checkpoint_errors(tmp_path: Path) -> None:
+    """Whatever a file puts in the fields the safe reader uses, the answer is a CheckpointError (exit 2)."""
+    from socratic.rl.teachers import load_teacher
+
+    info = _minatar_breakout()
+    base = _save_sb3(tmp_path / "base.zip", "dqn", "MlpPolicy", info, _qtrunk_kwargs())
+    weird = ["x", 3, [1, "a"], {"net_arch": "[64]"}, {"net_arch": [True]}, {"activation_fn": "<class 'os.system'>"},
+             {"features_extractor_class": 5}, {"features_extractor_kwargs": {"bogus": 1}}, {"_shape": ["a"]},
+             {"n": "x"}, {"__module__": 5}, {"normalize_images": "yes"}, {"n_quantiles": 0}]
+    for key in ("policy_kwargs", "observation_space", "action_space", "policy_class"):
+        for value in weird:
+            path = tmp_path / f"{key}.zip"
+            path.write_bytes(base.read_bytes())
+            _rewrite_zip(path, lambda data: data.__setitem__(key, value))
+            try:
+                load_teacher(path, info)
+            except CheckpointError:
+                pass
+
+
 # ------------------------------------------------------------------------------------- NaN / inf teachers
 def _poison_weights(state: dict[str, torch.Tensor], value: float) -> str:
     name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)

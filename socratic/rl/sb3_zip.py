@@ -126,7 +126,10 @@ def zip_spaces(path: Path, data: dict[str, Any]) -> tuple[tuple[int, ...] | None
     shape = dtype = n = None
     if isinstance(obs, dict):
         raw = obs.get("_shape", obs.get("shape"))
-        shape = tuple(int(v) for v in raw) if isinstance(raw, list) else None
+        if raw is not None:
+            if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+                raise UnreadableZipError(f"{path}: observation_space._shape is not a list of sizes: {raw!r}")
+            shape = tuple(raw)
         dtype = str(obs["dtype"]) if "dtype" in obs else None
     if isinstance(act, dict) and act.get("n") is not None:
         try:
