@@ -14,8 +14,9 @@ from socratic.experiment import run_experiment
 
 TEACHER = "resnet20"
 STUDENT = "resnet8"
-EPOCHS = 4
-TRAIN_SUBSET = 30000
+# Sized for about a minute of training per run on a 2-core CPU without native bf16 (benchmarks/results/demo.md).
+EPOCHS = 3
+TRAIN_SUBSET = 10000
 
 
 def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict]:
@@ -24,7 +25,7 @@ def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict
         "output_dir": output_dir,
         "data": {"name": "fashion_mnist", "train_subset": train_subset, "batch_size": 128, "eval_batch_size": 500},
         "optim": {"epochs": epochs, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4, "nesterov": True},
-        "runtime": {"precision": "auto", "channels_last": True, "tensorboard": False},
+        "runtime": {"precision": "auto", "channels_last": True, "tensorboard": False, "eval_every": epochs},
     }
     teacher_ckpt = str(Path(output_dir) / "teacher" / "seed0" / "checkpoints" / "best.pt")
     return [
