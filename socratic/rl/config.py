@@ -130,13 +130,23 @@ class RLSearchConfig(SearchConfig):
 
 
 @dataclass
-class DistillConfig:
+class RLRunConfig:
+    """What every RL command's config has: its run folder <output_dir>/<name>/seed<seed>, the game, the runtime
+    and the search objective."""
+
+    name: str = "rl"
+    seed: int = 0
+    output_dir: str = "runs/rl"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+    search: RLSearchConfig = field(default_factory=RLSearchConfig)
+
+
+@dataclass
+class DistillConfig(RLRunConfig):
     """`socratic rl distill`: policy distillation (optionally with DA) from one teacher into one student."""
 
     name: str = "pd"
-    seed: int = 0
-    output_dir: str = "runs/rl"  # the run folder is <output_dir>/<name>/seed<seed>
-    env: EnvConfig = field(default_factory=EnvConfig)
     teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
     student: NetConfig = field(default_factory=NetConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -144,8 +154,6 @@ class DistillConfig:
     da: RLDAConfig = field(default_factory=RLDAConfig)
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
-    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
-    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 @dataclass
@@ -175,18 +183,13 @@ class TeacherEvalConfig:
 
 
 @dataclass
-class TrainTeacherConfig:
+class TrainTeacherConfig(RLRunConfig):
     """`socratic rl train-teacher`: a DQN teacher trained with Stable-Baselines3."""
 
     name: str = "teacher"
-    seed: int = 0
-    output_dir: str = "runs/rl"
-    env: EnvConfig = field(default_factory=EnvConfig)
     net: NetConfig = field(default_factory=_teacher_net)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     eval: TeacherEvalConfig = field(default_factory=TeacherEvalConfig)
-    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
-    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 @dataclass
@@ -214,19 +217,14 @@ class DPDEvalConfig:
 
 
 @dataclass
-class DPDConfig:
+class DPDConfig(RLRunConfig):
     """`socratic rl dpd`: two DQN peers on the same game, each distilling from the other."""
 
     name: str = "dpd"
-    seed: int = 0
-    output_dir: str = "runs/rl"
-    env: EnvConfig = field(default_factory=EnvConfig)
     net: NetConfig = field(default_factory=_teacher_net)
     dqn: DQNConfig = field(default_factory=DQNConfig)
     dpd: DPDSettings = field(default_factory=DPDSettings)
     eval: DPDEvalConfig = field(default_factory=DPDEvalConfig)
-    runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
-    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)
@@ -392,7 +390,7 @@ def save_rl_config(config: Any, path: str | Path) -> None:
 
 __all__ = [
     "CollectConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DQNConfig", "DistillConfig", "EnvConfig",
-    "LossConfig", "NetConfig", "RLDAConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
+    "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
     "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
     "save_rl_config", "validate_rl",
