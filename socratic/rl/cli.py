@@ -22,8 +22,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run folder (RL runs are not resumable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder from checkpoints/last.pt (same config)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     gymnasium("socratic rl train-teacher")
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
-    _console().print_json(json.dumps(train_teacher(config, overwrite=args.overwrite)))
+    _console().print_json(json.dumps(train_teacher(config, overwrite=args.overwrite, resume=args.resume)))
     return 0
 
 
@@ -55,7 +56,7 @@ def cmd_dpd(args: argparse.Namespace) -> int:
     gymnasium("socratic rl dpd")
     from socratic.rl.dqn import run_dpd  # needs stable-baselines3
 
-    _console().print_json(json.dumps(run_dpd(config, overwrite=args.overwrite)))
+    _console().print_json(json.dumps(run_dpd(config, overwrite=args.overwrite, resume=args.resume)))
     return 0
 
 

@@ -30,11 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from socratic.engine.checkpoint import CheckpointError
+
 STATE_VERSION = 1
 _COUNTERS = ("num_timesteps", "_n_calls", "_n_updates", "_episode_num")
 
 
-class LearnerStateError(ValueError):
+class LearnerStateError(CheckpointError):
     """A saved learner state that does not fit the learner it is loaded into."""
 
 
