@@ -17,8 +17,8 @@ environment with a seed derived from (run seed, learner, round), so a run resume
 environment state. The global NumPy / torch RNGs (SB3 samples minibatches and epsilon decisions with
 `np.random`) are the run's, checkpointed by the run skeleton with every other RNG.
 
-Observations are stored losslessly but small: 0/1 frames (MinAtar) as packed bits, integral 0..255 floats as
-uint8, and a next observation only where it is not simply the following row's observation (the common case
+Observations are stored losslessly but small: 0/1 frames (MinAtar) as packed bits, integral 0..255 numbers
+(actions, rewards, dones) as uint8, and a next observation only where it is not simply the following row's observation (the common case
 inside an episode).
 """
 
@@ -42,15 +42,15 @@ class LearnerStateError(CheckpointError):
 
 # ------------------------------------------------------------------------------------------------ arrays
 def encode_array(array: np.ndarray) -> dict[str, Any]:
-    """A NumPy array as a tensor plus what is needed to rebuild it exactly (packed bits for 0/1 values,
-    uint8 for floats that are integers in 0..255)."""
+    """A NumPy array as a tensor plus what is needed to rebuild it exactly (packed bits for 0/1 bytes or bools,
+    uint8 for other numbers that are integers in 0..255, e.g. actions, rewards, dones)."""
     array = np.ascontiguousarray(array)
     meta = {"dtype": array.dtype.str, "shape": list(array.shape)}
     if array.size and array.dtype in (np.uint8, np.bool_) and int(array.max()) <= 1:
         return {**meta, "encoding": "bits", "data": torch.from_numpy(np.packbits(array.astype(np.uint8).ravel()))}
-    if array.size and array.dtype.kind == "f" and np.all((array >= 0) & (array <= 255)):
+    if array.size and array.dtype.kind in "fiu" and np.all((array >= 0) & (array <= 255)):
         as_uint8 = array.astype(np.uint8)
-        if np.array_equal(as_uint8.astype(array.dtype), array):
+        if as_uint8.astype(array.dtype).tobytes() == array.tobytes():  # bit for bit (-0.0 stays raw)
             return {**meta, "encoding": "uint8", "data": torch.from_numpy(as_uint8)}
     return {**meta, "encoding": "raw", "data": torch.from_numpy(array.copy())}
 
