@@ -344,7 +344,6 @@ class RunFolder:
             shutil.rmtree(self.path)
         staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".new"))
         try:
-            (staging / "checkpoints").mkdir()
             (staging / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
             os.rename(staging, self.path)
         except BaseException as err:
