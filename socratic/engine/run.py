@@ -45,7 +45,8 @@ A kind of run overrides:
 
 * ``train_epoch(epoch, steps: StepProgress) -> metrics`` (required): one epoch; call
   ``steps.start(total, unit)`` once the number of steps is known and ``steps.step(loss, count)`` after each
-  optimiser step (that advances the bar and runs the step callbacks ``(epoch, step)``, which may raise).
+  optimiser step (that advances the bar and runs the step callbacks ``(epoch, step)``, which may raise);
+  ``steps.advance(count)`` moves the bar without a step (a collection phase started with its own ``start``).
 * ``evaluate(epoch, metrics) -> metrics | None``: the evaluation of this epoch (None: not evaluated).
 * ``state_dict() -> dict`` / ``load_state_dict(state)``: everything else a resume needs (weights, optimiser,
   private generators -- `generator_state` / `set_generator_state` for NumPy ones, counters); tensors and
@@ -458,6 +459,14 @@ class StepProgress:
         self._items, self._start = 0, time.perf_counter()
         self.task = self.progress.add_task(description or f"epoch {self.epoch}/{self.epochs}", total=total,
                                            speed="", loss="")
+
+    def advance(self, count: int) -> None:
+        """Move the bar by `count` items without a step (e.g. states collected before the updates)."""
+        if self.task is None:
+            self.start(None)
+        self._items += count
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        self.progress.update(self.task, advance=count, speed=f"{self._items / elapsed:,.0f} {self.unit}/s")
 
     def step(self, loss: float | None = None, count: int = 0) -> None:
         """After one optimiser step: advance the bar (`count` items for the speed), then the step callbacks."""

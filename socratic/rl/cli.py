@@ -22,8 +22,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run folder (RL runs are not resumable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--accept-config-changes", action="store_true",
+                        help="with --resume: continue although keys that change the numbers differ from the saved "
+                             "config; the change is recorded in the run folder's config_changes.jsonl")
+
+
+def _not_resumable_yet(args: argparse.Namespace, command: str) -> None:
+    from socratic.config import ConfigError
+
+    if args.resume or args.accept_config_changes:
+        raise ConfigError(f"socratic rl {command} cannot resume a run yet: start it again with --overwrite")
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -31,6 +42,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     from socratic.rl.envs import gymnasium
 
     config = load_rl_config(TrainTeacherConfig, args.config, args.overrides)
+    _not_resumable_yet(args, "train-teacher")
     gymnasium("socratic rl train-teacher")
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
@@ -43,7 +55,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from socratic.rl.distill import run_distillation
 
     config = load_rl_config(DistillConfig, args.config, args.overrides)
-    _console().print_json(json.dumps(run_distillation(config, overwrite=args.overwrite)))
+    summary = run_distillation(config, overwrite=args.overwrite, resume=args.resume,
+                               accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 
@@ -52,6 +66,7 @@ def cmd_dpd(args: argparse.Namespace) -> int:
     from socratic.rl.envs import gymnasium
 
     config = load_rl_config(DPDConfig, args.config, args.overrides)
+    _not_resumable_yet(args, "dpd")
     gymnasium("socratic rl dpd")
     from socratic.rl.dqn import run_dpd  # needs stable-baselines3
 
