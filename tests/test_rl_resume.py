@@ -103,7 +103,7 @@ def test_a_dpd_learner_state_round_trips_through_weights_only_and_training_goes_
 
 
 # ------------------------------------------------------------------------------- kill and resume, end to end
-VOLATILE = {"time", "train_time", "elapsed", "t"}  # wall-clock seconds (`t`: SB3's episode time stamps)
+VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}  # wall-clock seconds (`t`: SB3's episode time stamps)
 RUNS = {
     "dpd": ("minatar_breakout_dpd.yaml", ["dqn.n_timesteps=400", "dpd.round_steps=100", "dpd.batch_size=16",
                                           "eval.episodes_per_round=2", "eval.final_episodes=2"]),

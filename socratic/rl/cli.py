@@ -23,8 +23,11 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run folder from checkpoints/last.pt (same config)")
+                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--accept-config-changes", action="store_true",
+                        help="with --resume: continue although keys that change the numbers differ from the saved "
+                             "config; the change is recorded in the run folder's config_changes.jsonl")
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -35,7 +38,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     gymnasium("socratic rl train-teacher")
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
-    _console().print_json(json.dumps(train_teacher(config, overwrite=args.overwrite, resume=args.resume)))
+    summary = train_teacher(config, overwrite=args.overwrite, resume=args.resume,
+                            accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 
@@ -44,7 +49,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from socratic.rl.distill import run_distillation
 
     config = load_rl_config(DistillConfig, args.config, args.overrides)
-    _console().print_json(json.dumps(run_distillation(config, overwrite=args.overwrite)))
+    summary = run_distillation(config, overwrite=args.overwrite, resume=args.resume,
+                               accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 
@@ -56,7 +63,9 @@ def cmd_dpd(args: argparse.Namespace) -> int:
     gymnasium("socratic rl dpd")
     from socratic.rl.dqn import run_dpd  # needs stable-baselines3
 
-    _console().print_json(json.dumps(run_dpd(config, overwrite=args.overwrite, resume=args.resume)))
+    summary = run_dpd(config, overwrite=args.overwrite, resume=args.resume,
+                      accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 

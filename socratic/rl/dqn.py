@@ -38,10 +38,9 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
 from socratic.engine.run import EpochCallback, Run, RunFolder, StepCallback, StepProgress, check_output_writable
-from socratic.engine.run import run_dir_for
 from socratic.engine.runtime import setup_run
-from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig, rl_config_to_dict
-from socratic.rl.distill import build_qnetwork, plot_learning_curve
+from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig
+from socratic.rl.distill import build_qnetwork, plot_learning_curve, rl_run_folder
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.losses import dpd_weights, policy_loss_per_sample
 from socratic.rl.networks import QNetwork, count_parameters
@@ -123,15 +122,10 @@ def save_sb3_zip(model: Any, path: Path) -> None:
     """SB3's `.zip` written atomically (a temporary file renamed into place)."""
     data = io.BytesIO()
     model.save(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data.getvalue())
     os.replace(tmp, path)
-
-
-def _open_folder(cfg: Any, resume: bool, overwrite: bool) -> RunFolder:
-    check_output_writable(cfg.output_dir)
-    return RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), rl_config_to_dict(cfg), resume=resume,
-                     overwrite=overwrite, defaults=rl_config_to_dict(type(cfg)()))
 
 
 # --------------------------------------------------------------------------------------------- teacher
@@ -147,7 +141,8 @@ class TeacherRun(Run):
     def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
         super().__init__(folder, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.eval.every_steps), device=device,
-                         progress=cfg.runtime.progress, tensorboard=False, console=console,
+                         progress=cfg.runtime.progress, tensorboard=getattr(cfg.runtime, "tensorboard", True),
+                         console=console,
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.cfg = cfg
         self.info = env_info(cfg.env.suite, cfg.env.game)
@@ -208,7 +203,7 @@ class TeacherRun(Run):
                 "game": self.info.game, "algo": "dqn", "params": count_parameters(best),
                 "n_timesteps": int(self.model.num_timesteps), "best_timesteps": int(best_timesteps),
                 "best_eval_score": float(self.best_score), "score_mean": final["mean"], "score_std": final["std"],
-                "episodes": final["episodes"], "train_time": train_time}
+                "episodes": final["episodes"], "train_time": train_time, "wall_time_this_session": wall_time}
 
     def close(self) -> None:
         self.eval_envs.close()
@@ -216,12 +211,16 @@ class TeacherRun(Run):
 
 
 def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None, *,
-                  resume: bool = False, step_callbacks: Iterable[StepCallback] = (),
-                  epoch_callbacks: Iterable[EpochCallback] = ()) -> dict[str, Any]:
-    """Train a DQN teacher with SB3 (a resumable run, see `TeacherRun`); returns summary.json's content."""
+                  resume: bool = False, accept_config_changes: bool = False,
+                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
+                  ) -> dict[str, Any]:
+    """Train a DQN teacher with SB3 (a resumable run, see `TeacherRun`); returns summary.json's content.
+    `step_callbacks` get (epoch, step) after each environment step, `epoch_callbacks` (epoch, metrics) after
+    each epoch's last.pt (either may raise to stop the run)."""
     console = console or Console(stderr=True)
+    check_output_writable(cfg.output_dir)
     device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    folder = _open_folder(cfg, resume, overwrite)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
     run = TeacherRun(cfg, folder, device, console, step_callbacks, epoch_callbacks)
     try:
         result = run.fit()
@@ -298,7 +297,8 @@ class DPDRun(Run):
     def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
         super().__init__(folder, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.dpd.round_steps), device=device,
-                         progress=cfg.runtime.progress, tensorboard=False, console=console,
+                         progress=cfg.runtime.progress, tensorboard=getattr(cfg.runtime, "tensorboard", True),
+                         console=console,
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.cfg = cfg
         self.info = env_info(cfg.env.suite, cfg.env.game)
@@ -373,7 +373,8 @@ class DPDRun(Run):
         result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": self.info.suite,
                                   "game": self.info.game, "method": "dpd" if cfg.dpd.enabled else "alone",
                                   "params": count_parameters(self.learners[0].policy.q_net), "rounds": len(history),
-                                  "n_timesteps": cfg.dqn.n_timesteps, "train_time": train_time}
+                                  "n_timesteps": cfg.dqn.n_timesteps, "train_time": train_time,
+                                  "wall_time_this_session": wall_time}
         for i, final in enumerate(finals):
             result[f"learner{i}_score_mean"], result[f"learner{i}_score_std"] = final["mean"], final["std"]
         result["score_mean"] = (finals[0]["mean"] + finals[1]["mean"]) / 2
@@ -388,12 +389,15 @@ class DPDRun(Run):
 
 
 def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None, *, resume: bool = False,
-            step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> dict[str, Any]:
+            accept_config_changes: bool = False, step_callbacks: Iterable[StepCallback] = (),
+            epoch_callbacks: Iterable[EpochCallback] = ()) -> dict[str, Any]:
     """Two DQN peers on `cfg.env`, alternating rounds of `dpd.round_steps` steps (a resumable run, see `DPDRun`);
-    with `dpd.enabled: false` the same two learners train alone (the baseline). Returns summary.json's content."""
+    with `dpd.enabled: false` the same two learners train alone (the baseline). Returns summary.json's content.
+    Callbacks as for `train_teacher`."""
     console = console or Console(stderr=True)
+    check_output_writable(cfg.output_dir)
     device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    folder = _open_folder(cfg, resume, overwrite)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
     run = DPDRun(cfg, folder, device, console, step_callbacks, epoch_callbacks)
     try:
         result = run.fit()
