@@ -240,3 +240,18 @@ def test_a_run_killed_by_sigkill_resumes_bit_for_bit(command: str, tmp_path: Pat
     assert not (_run_dir(command, tmp_path) / "summary.json").exists()
     assert main(["rl", command, *_args(command, tmp_path), "--resume"]) == 0
     _assert_same(_outcome(_run_dir(command, tmp_path)), uninterrupted(command))
+
+
+def test_a_nan_stops_a_dqn_run_at_the_last_good_round(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from socratic.cli import main
+
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("minatar")
+    # round 1 only collects (learning_starts 150 > 100 steps); the first TD updates of round 2 overflow
+    args = [*_args("dpd", tmp_path), "dqn.learning_starts=150", "dqn.learning_rate=1e30", "dqn.max_grad_norm=1e30"]
+    assert main(["rl", "dpd", *args]) == 1
+    err = capsys.readouterr().err
+    assert "round 2, learner 0: the Q-network has non-finite weights" in err and "(epoch 1)" in err
+    run_dir = _run_dir("dpd", tmp_path)
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not (run_dir / "summary.json").exists()

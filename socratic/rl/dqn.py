@@ -37,7 +37,9 @@ from rich.console import Console
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
-from socratic.engine.run import EpochCallback, Run, RunFolder, StepCallback, StepProgress, check_output_writable
+from socratic.engine.checkpoint import CheckpointError
+from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
+                                 check_output_writable)
 from socratic.engine.runtime import setup_run
 from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig
 from socratic.rl.distill import build_qnetwork, plot_learning_curve, rl_run_folder
@@ -118,6 +120,22 @@ def learn_round(model: Any, seed: int, until: int, steps: StepProgress) -> int:
     return model.num_timesteps - start
 
 
+def check_finite(model: Any, what: str) -> None:
+    """A `NonFiniteLossError` when a learner's Q-network has NaN/inf weights (the run stops; last.pt is the last
+    good round)."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.policy.q_net.parameters()):
+        raise NonFiniteLossError(f"{what}: the Q-network has non-finite weights (a NaN/inf loss, e.g. from too large "
+                                 "a dqn.learning_rate or dpd.lr); stopped.")
+
+
+def saved_learners(state: dict[str, Any], key: str, path: Path) -> Any:
+    """`state[key]` of a last.pt, or a clear error for one written before DQN runs could resume."""
+    if key not in state:
+        raise CheckpointError(f"{path} has no learner state ({key}): it was written by a socratic whose DQN runs "
+                              "did not resume; start the run again with --overwrite")
+    return state[key]
+
+
 def save_sb3_zip(model: Any, path: Path) -> None:
     """SB3's `.zip` written atomically (a temporary file renamed into place)."""
     data = io.BytesIO()
@@ -160,6 +178,7 @@ class TeacherRun(Run):
         until = min(epoch * self.cfg.eval.every_steps, self.cfg.dqn.n_timesteps)
         steps.start(max(until - self.model.num_timesteps, 0), unit="env steps")
         learn_round(self.model, round_seed(self.cfg.seed, 0, epoch), until, steps)
+        check_finite(self.model, f"epoch {epoch}")
         return {"timesteps": int(self.model.num_timesteps)}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +200,7 @@ class TeacherRun(Run):
         return {**self._network(), "learner": learner_state(self.model), "elapsed": self._time()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_learner_state(self.model, state["learner"])
+        load_learner_state(self.model, saved_learners(state, "learner", self.folder.last_path))
         self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
@@ -321,6 +340,7 @@ class DPDRun(Run):
         metrics: dict[str, Any] = {}
         for i, learner in enumerate(self.learners):
             learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
+            check_finite(learner, f"round {epoch}, learner {i}")
             metrics.update({f"learner{i}_timesteps": int(learner.num_timesteps),
                             f"learner{i}_exploration_rate": float(learner.exploration_rate),
                             **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
@@ -350,7 +370,7 @@ class DPDRun(Run):
                 "elapsed": self._time()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for learner, saved in zip(self.learners, state["learners"]):
+        for learner, saved in zip(self.learners, saved_learners(state, "learners", self.folder.last_path)):
             load_learner_state(learner, saved)
         self.best = [float(v) for v in state["learner_best"]]
         self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()

@@ -58,7 +58,7 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
 def decode_array(encoded: dict[str, Any]) -> np.ndarray:
     """The array `encode_array` was given, bit for bit."""
     dtype, shape = np.dtype(encoded["dtype"]), tuple(encoded["shape"])
-    data = encoded["data"].numpy()
+    data = encoded["data"].cpu().numpy()  # a checkpoint may have been loaded onto the GPU
     if encoded["encoding"] == "bits":
         count = int(np.prod(shape, dtype=np.int64))
         return np.unpackbits(data, count=count).astype(dtype).reshape(shape)
@@ -104,7 +104,7 @@ def load_replay_buffer_state(buffer: Any, state: dict[str, Any]) -> None:
                                     "(optimize_memory_usage changed?)")
         obs = buffer.observations[:filled]
         next_obs = obs[(np.arange(filled) + 1) % max(filled, 1)]
-        rows = state["next_observations"]["rows"].numpy()
+        rows = state["next_observations"]["rows"].cpu().numpy()
         next_obs[rows] = decode_array(state["next_observations"]["values"])
         buffer.next_observations[:filled] = next_obs
     buffer.pos, buffer.full = state["pos"], state["full"]
