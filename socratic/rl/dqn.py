@@ -31,7 +31,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3 import DQN
@@ -128,14 +127,6 @@ def check_finite(model: Any, what: str) -> None:
                                  "a dqn.learning_rate or dpd.lr); stopped.")
 
 
-def saved_learners(state: dict[str, Any], key: str, path: Path) -> Any:
-    """`state[key]` of a last.pt, or a clear error for one written before DQN runs could resume."""
-    if key not in state:
-        raise CheckpointError(f"{path} has no learner state ({key}): it was written by a socratic whose DQN runs "
-                              "did not resume; start the run again with --overwrite")
-    return state[key]
-
-
 def save_sb3_zip(model: Any, path: Path) -> None:
     """SB3's `.zip` written atomically (a temporary file renamed into place)."""
     data = io.BytesIO()
@@ -146,26 +137,20 @@ def save_sb3_zip(model: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# --------------------------------------------------------------------------------------------- teacher
-class TeacherRun(Run):
-    """`socratic rl train-teacher` as a run: epoch k trains the DQN up to k * `eval.every_steps` steps (the last
-    one up to `dqn.n_timesteps`) and evaluates the greedy network; the best is `best.pt` (weights only, a
-    teacher for `rl distill`) and `best.zip` (SB3); `last.pt` resumes the run and is also a teacher file (the
-    current network under `model` / `meta`), with `last.zip` beside it at the end."""
+class DQNRun(Run):
+    """What the two DQN runs share: the game, the Q-network spec, the learners (`learners`, built by the kind),
+    the evaluation environments, the clock over all sessions, and the learners' part of last.pt."""
 
-    score_key = "eval_score_mean"
-    best_key = "best_eval_score"
+    learners: list[Any]
 
-    def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console,
+    def __init__(self, cfg: Any, folder: RunFolder, device: torch.device, console: Console, *, epochs: int,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        super().__init__(folder, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.eval.every_steps), device=device,
-                         progress=cfg.runtime.progress, tensorboard=getattr(cfg.runtime, "tensorboard", True),
-                         console=console,
+        super().__init__(folder, epochs=epochs, device=device, progress=cfg.runtime.progress,
+                         tensorboard=getattr(cfg.runtime, "tensorboard", True), console=console,
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.cfg = cfg
         self.info = env_info(cfg.env.suite, cfg.env.game)
         self.spec = net_spec(cfg.net, self.info)
-        self.model = build_dqn(cfg, self.info, cfg.seed, device)
         self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
                                       cfg.env.max_episode_steps, cfg.env.asynchronous)
         self.elapsed = 0.0  # training + evaluation seconds over all sessions of the run
@@ -174,17 +159,78 @@ class TeacherRun(Run):
     def _time(self) -> float:
         return self.elapsed + time.perf_counter() - self._session
 
+    def _score(self, q_net: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
+        """Greedy play of a learner's (or a checkpoint's) Q-network on the evaluation environments."""
+        return score_summary(play_episodes(SB3QTeacher(q_net, False), self.eval_envs, episodes, seed=seed,
+                                           device=self.device))
+
+    def _final_score(self, checkpoint: str) -> dict[str, float]:
+        """The final evaluation of `checkpoints/<checkpoint>.pt` over `eval.final_episodes` (seed 1)."""
+        net = QNetwork.from_spec(self.spec)
+        net.load_state_dict(self.folder.load_checkpoint(checkpoint)["model"])
+        return self._score(net.to(self.device), self.cfg.eval.final_episodes, seed=1)
+
+    def _learn(self, epoch: int, until: int, steps: StepProgress) -> None:
+        """Round `epoch` of every learner in turn, each up to `until` environment steps."""
+        steps.start(sum(max(until - learner.num_timesteps, 0) for learner in self.learners), unit="env steps")
+        for i, learner in enumerate(self.learners):
+            learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
+            check_finite(learner, f"round {epoch}" + (f", learner {i}" if len(self.learners) > 1 else ""))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learners": [learner_state(learner) for learner in self.learners], "elapsed": self._time()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "learners" not in state:
+            raise CheckpointError(f"{self.folder.last_path} has no learner state: it was written by a socratic "
+                                  "whose DQN runs did not resume; start the run again with --overwrite")
+        for learner, saved in zip(self.learners, state["learners"], strict=True):
+            load_learner_state(learner, saved)
+        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
+
+    def close(self) -> None:
+        self.eval_envs.close()
+        for learner in self.learners:
+            learner.env.close()
+
+
+def _fit(kind: type[DQNRun], cfg: Any, overwrite: bool, console: Console | None, resume: bool,
+         accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
+         epoch_callbacks: Iterable[EpochCallback]) -> tuple[DQNRun, dict[str, Any]]:
+    check_output_writable(cfg.output_dir)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    run = kind(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
+               epoch_callbacks=epoch_callbacks)
+    try:
+        return run, run.fit()
+    finally:
+        run.close()
+
+
+# --------------------------------------------------------------------------------------------- teacher
+class TeacherRun(DQNRun):
+    """`socratic rl train-teacher` as a run: epoch k trains the DQN up to k * `eval.every_steps` steps (the last
+    one up to `dqn.n_timesteps`) and evaluates the greedy network; the best is `best.pt` (weights only, a
+    teacher for `rl distill`) and `best.zip` (SB3); `last.pt` resumes the run and is also a teacher file (the
+    current network under `model` / `meta`), with `last.zip` beside it at the end."""
+
+    score_key = "eval_score_mean"
+    best_key = "best_eval_score"
+
+    def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console, *,
+                 step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.eval.every_steps),
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.model = build_dqn(cfg, self.info, cfg.seed, device)
+        self.learners = [self.model]
+
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        until = min(epoch * self.cfg.eval.every_steps, self.cfg.dqn.n_timesteps)
-        steps.start(max(until - self.model.num_timesteps, 0), unit="env steps")
-        learn_round(self.model, round_seed(self.cfg.seed, 0, epoch), until, steps)
-        check_finite(self.model, f"epoch {epoch}")
+        self._learn(epoch, min(epoch * self.cfg.eval.every_steps, self.cfg.dqn.n_timesteps), steps)
         return {"timesteps": int(self.model.num_timesteps)}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        scores = play_episodes(SB3QTeacher(self.model.policy.q_net, False), self.eval_envs, self.cfg.eval.episodes,
-                               seed=10_000 + epoch, device=self.device)
-        summary = score_summary(scores)
+        summary = self._score(self.model.policy.q_net, self.cfg.eval.episodes, seed=10_000 + epoch)
         return {"eval_score_mean": summary["mean"], "eval_score_std": summary["std"],
                 "exploration_rate": float(self.model.exploration_rate), "time": self._time()}
 
@@ -197,11 +243,7 @@ class TeacherRun(Run):
         return self._network(eval_score=metrics["eval_score_mean"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._network(), "learner": learner_state(self.model), "elapsed": self._time()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_learner_state(self.model, saved_learners(state, "learner", self.folder.last_path))
-        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
+        return {**self._network(), **super().state_dict()}
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         if not self.cfg.runtime.progress:
@@ -213,20 +255,14 @@ class TeacherRun(Run):
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
         train_time = self._time()
         save_sb3_zip(self.model, self.folder.checkpoint_dir / "last.zip")
-        best = QNetwork.from_spec(self.spec)
-        best.load_state_dict(self.folder.load_checkpoint("best")["model"])
-        final = score_summary(play_episodes(best.to(self.device), self.eval_envs, self.cfg.eval.final_episodes,
-                                            seed=1, device=self.device))
+        final = self._final_score("best")
         best_timesteps = next(m["timesteps"] for m in history if m["epoch"] == self.best_epoch)
         return {"kind": "rl_teacher", "name": self.cfg.name, "seed": self.cfg.seed, "suite": self.info.suite,
-                "game": self.info.game, "algo": "dqn", "params": count_parameters(best),
+                "game": self.info.game, "algo": "dqn", "params": count_parameters(self.model.policy.q_net),
                 "n_timesteps": int(self.model.num_timesteps), "best_timesteps": int(best_timesteps),
                 "best_eval_score": float(self.best_score), "score_mean": final["mean"], "score_std": final["std"],
                 "episodes": final["episodes"], "train_time": train_time, "wall_time_this_session": wall_time}
 
-    def close(self) -> None:
-        self.eval_envs.close()
-        self.model.env.close()
 
 
 def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None, *,
@@ -236,17 +272,10 @@ def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Con
     """Train a DQN teacher with SB3 (a resumable run, see `TeacherRun`); returns summary.json's content.
     `step_callbacks` get (epoch, step) after each environment step, `epoch_callbacks` (epoch, metrics) after
     each epoch's last.pt (either may raise to stop the run)."""
-    console = console or Console(stderr=True)
-    check_output_writable(cfg.output_dir)
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
-    run = TeacherRun(cfg, folder, device, console, step_callbacks, epoch_callbacks)
-    try:
-        result = run.fit()
-    finally:
-        run.close()
+    run, result = _fit(TeacherRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+                       epoch_callbacks)
     if cfg.runtime.plot:
-        plot_learning_curve(folder.path, [("eval_score_mean", "DQN (greedy)")], x_key="timesteps",
+        plot_learning_curve(run.run_dir, [("eval_score_mean", "DQN (greedy)")], x_key="timesteps",
                             title=f"{run.info.game}: DQN teacher ({result['params']:,} params)")
     return result
 
@@ -306,41 +335,26 @@ class DPDDQN(RoundDQN):
         return out
 
 
-class DPDRun(Run):
+class DPDRun(DQNRun):
     """`socratic rl dpd` as a run: epoch k is round k (each learner trains up to k * `dpd.round_steps` steps, then
     both are evaluated); each learner's best network is `checkpoints/learner{i}_best.pt`; `last.pt` holds both
     learners' full state. No `best.pt`: there are two bests."""
 
     score_key = None
 
-    def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console,
+    def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console, *,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        super().__init__(folder, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.dpd.round_steps), device=device,
-                         progress=cfg.runtime.progress, tensorboard=getattr(cfg.runtime, "tensorboard", True),
-                         console=console,
+        super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.dpd.round_steps),
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
-        self.cfg = cfg
-        self.info = env_info(cfg.env.suite, cfg.env.game)
-        self.spec = net_spec(cfg.net, self.info)
         self.learners = [build_dqn(cfg, self.info, cfg.seed * 2 + i, device, cls=DPDDQN) for i in range(2)]
         for i, learner in enumerate(self.learners):
             learner.setup_dpd(self.learners[1 - i], cfg.dpd, cfg.dqn.n_timesteps)
-        self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
-                                      cfg.env.max_episode_steps, cfg.env.asynchronous)
         self.best = [-math.inf, -math.inf]
-        self.elapsed = 0.0
-        self._session = time.perf_counter()
-
-    def _time(self) -> float:
-        return self.elapsed + time.perf_counter() - self._session
 
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        until = min(epoch * self.cfg.dpd.round_steps, self.cfg.dqn.n_timesteps)
-        steps.start(sum(max(until - learner.num_timesteps, 0) for learner in self.learners), unit="env steps")
+        self._learn(epoch, min(epoch * self.cfg.dpd.round_steps, self.cfg.dqn.n_timesteps), steps)
         metrics: dict[str, Any] = {}
         for i, learner in enumerate(self.learners):
-            learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
-            check_finite(learner, f"round {epoch}, learner {i}")
             metrics.update({f"learner{i}_timesteps": int(learner.num_timesteps),
                             f"learner{i}_exploration_rate": float(learner.exploration_rate),
                             **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
@@ -349,9 +363,7 @@ class DPDRun(Run):
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for i, learner in enumerate(self.learners):
-            summary = score_summary(play_episodes(SB3QTeacher(learner.policy.q_net, False), self.eval_envs,
-                                                  self.cfg.eval.episodes_per_round, seed=10_000 + epoch,
-                                                  device=self.device))
+            summary = self._score(learner.policy.q_net, self.cfg.eval.episodes_per_round, seed=10_000 + epoch)
             if summary["mean"] > self.best[i]:
                 self.best[i] = summary["mean"]
                 if self.is_main:
@@ -366,14 +378,11 @@ class DPDRun(Run):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"learners": [learner_state(learner) for learner in self.learners], "learner_best": list(self.best),
-                "elapsed": self._time()}
+        return {**super().state_dict(), "learner_best": list(self.best)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for learner, saved in zip(self.learners, saved_learners(state, "learners", self.folder.last_path)):
-            load_learner_state(learner, saved)
+        super().load_state_dict(state)
         self.best = [float(v) for v in state["learner_best"]]
-        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         if not self.cfg.runtime.progress:
@@ -384,12 +393,7 @@ class DPDRun(Run):
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
         cfg = self.cfg
         train_time = self._time()
-        finals = []
-        for i in range(2):
-            net = QNetwork.from_spec(self.spec)
-            net.load_state_dict(self.folder.load_checkpoint(f"learner{i}_best")["model"])
-            finals.append(score_summary(play_episodes(net.to(self.device), self.eval_envs, cfg.eval.final_episodes,
-                                                      seed=1, device=self.device)))
+        finals = [self._final_score(f"learner{i}_best") for i in range(2)]
         result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": self.info.suite,
                                   "game": self.info.game, "method": "dpd" if cfg.dpd.enabled else "alone",
                                   "params": count_parameters(self.learners[0].policy.q_net), "rounds": len(history),
@@ -402,11 +406,6 @@ class DPDRun(Run):
         result["episodes"] = finals[0]["episodes"]
         return result
 
-    def close(self) -> None:
-        self.eval_envs.close()
-        for learner in self.learners:
-            learner.env.close()
-
 
 def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None, *, resume: bool = False,
             accept_config_changes: bool = False, step_callbacks: Iterable[StepCallback] = (),
@@ -414,17 +413,10 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     """Two DQN peers on `cfg.env`, alternating rounds of `dpd.round_steps` steps (a resumable run, see `DPDRun`);
     with `dpd.enabled: false` the same two learners train alone (the baseline). Returns summary.json's content.
     Callbacks as for `train_teacher`."""
-    console = console or Console(stderr=True)
-    check_output_writable(cfg.output_dir)
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
-    run = DPDRun(cfg, folder, device, console, step_callbacks, epoch_callbacks)
-    try:
-        result = run.fit()
-    finally:
-        run.close()
+    run, result = _fit(DPDRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+                       epoch_callbacks)
     if cfg.runtime.plot:
-        plot_learning_curve(folder.path, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],
+        plot_learning_curve(run.run_dir, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],
                             x_key="learner0_timesteps", title=f"{run.info.game}: {result['method']} (DQN peers)")
     return result
 
