@@ -98,7 +98,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]  # (epoch, metrics) after 
 # runtime.device is compared by the device *type* the run used (kept in last.pt), not by its spelling.
 NON_NUMERIC_KEYS: tuple[str, ...] = (
     "output_dir", "runtime.device", "runtime.num_threads", "runtime.progress", "runtime.tensorboard",
-    "runtime.eval_every", "runtime.plot", "runtime.find_unused_parameters",
+    "runtime.eval_every", "runtime.plot", "runtime.find_unused_parameters", "data.cache_dir", "data.download",
 )
 
 _MISSING = "(absent)"
