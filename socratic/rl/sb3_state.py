@@ -18,8 +18,8 @@ environment state. The global NumPy / torch RNGs (SB3 samples minibatches and ep
 `np.random`) are the run's, checkpointed by the run skeleton with every other RNG.
 
 Observations are stored losslessly but small: 0/1 frames (MinAtar) as packed bits, integral 0..255 numbers
-(actions, rewards, dones) as uint8, and a next observation only where it is not simply the following row's observation (the common case
-inside an episode).
+(actions, rewards, dones) as uint8, and a next observation only where it is not simply the following row's
+observation (it is, inside an episode).
 """
 
 from __future__ import annotations
