@@ -199,6 +199,10 @@ def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tm
     capsys.readouterr()
     assert main(["train", str(path), "--resume", "runtime.channels_last=true"]) == 2
     assert "runtime.channels_last: False -> True" in capsys.readouterr().err
+    # the run folder is checked before any data is loaded (the data root below does not exist)
+    assert main(["train", str(path), f"data.root={tmp_path / 'no_data_here'}"]) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass --resume" in err and "no_data_here" not in err
     assert main(["train", str(path), "--resume", "runtime.precision=bf16", "runtime.deterministic=false"]) == 2
     err = capsys.readouterr().err
     assert "runtime.deterministic: True -> False" in err and "runtime.precision: 'fp32' -> 'bf16'" in err
