@@ -189,6 +189,15 @@ def test_orphaned_tmp_files_are_removed_on_resume(tmp_path: Path) -> None:
     assert (path / "checkpoints" / "last.pt").exists()
 
 
+def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path: Path) -> None:
+    from socratic.engine.logger import RunLogger
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "loss": 0.4}\n{"epoch": 3, "lo')
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.truncate_after(2)
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}]
+
+
 def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     config = {**fault_base, "name": "changed"}
