@@ -51,7 +51,8 @@ A kind of run overrides:
 * ``evaluate(epoch, metrics) -> metrics | None``: the evaluation of this epoch (None: not evaluated).
 * ``state_dict() -> dict`` / ``load_state_dict(state)``: everything else a resume needs (weights, optimiser,
   private generators -- `generator_state` / `set_generator_state` for NumPy ones, counters); tensors and
-  plain data only (``last.pt`` loads with ``weights_only=True``).
+  plain data only (``last.pt`` loads with ``weights_only=True``). ``load_state_dict`` gets the whole
+  ``last.pt`` (``state["epoch"]`` is the epoch it ended); the skeleton restores the global RNGs after it.
 * ``best_state(epoch, metrics) -> dict``: what ``best.pt`` holds (default: ``state_dict()``).
 * ``summary(history, wall_time) -> dict``: ``summary.json`` (default: name the best epoch).
 * ``epoch_line(metrics) -> str | None``: the line printed after each epoch (None: nothing).
@@ -60,6 +61,34 @@ A kind of run overrides:
 
 Under torchrun every rank runs ``fit``; only rank 0 (``self.is_main``) writes files; a kind that gathers
 metrics over ranks does it in its own ``train_epoch`` / ``evaluate``.
+
+Example (tests/test_run.py has it running)::
+
+    class Regression(Run):
+        score_key, best_key = "val_score", "best_val_score"
+
+        def train_epoch(self, epoch, steps):
+            steps.start(len(self.batches), unit="sample")
+            for x, y in self.batches:
+                loss = ...  # forward, backward, optimiser step
+                steps.step(loss=float(loss), count=len(x))
+            return {"train_loss": ...}
+
+        def evaluate(self, epoch, metrics):
+            return {"val_score": ...}
+
+        def state_dict(self):
+            return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+        def load_state_dict(self, state):
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    check_output_writable(cfg.output_dir)
+    folder = RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), config_as_dict, resume=resume,
+                       overwrite=overwrite)
+    folder.check()  # before loading data: busy, existing or changed folders fail at once
+    summary = Regression(folder, epochs=cfg.epochs, device=device).fit()
 """
 
 from __future__ import annotations
