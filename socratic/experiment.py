@@ -185,8 +185,9 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
          callbacks: Iterable[StepCallback], epoch_callbacks: Iterable[EpochCallback]) -> dict[str, Any]:
     error: BaseException | None = None
     try:
-        if world.is_main:  # before any data is loaded: a folder we cannot write fails now, not after the loading
-            check_output_writable(cfg.output_dir)
+        if world.is_main:  # before any data is loaded: a folder we cannot write, a busy folder, an existing run
+            check_output_writable(cfg.output_dir)  # or a changed config on resume fail now, not after the loading
+            folder.check()
         # The same seed on every rank: identical model init and a shared global RNG stream (DA's coin flips).
         device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
         device = dist_device or device  # under torchrun: this rank's device

@@ -189,6 +189,15 @@ def test_orphaned_tmp_files_are_removed_on_resume(tmp_path: Path) -> None:
     assert (path / "checkpoints" / "last.pt").exists()
 
 
+def test_a_metrics_line_cut_short_is_dropped_on_resume(tmp_path: Path) -> None:
+    from socratic.engine.logger import RunLogger
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "loss": 0.4}\n{"epoch": 3, "lo')
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.truncate_after(2)
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}]
+
+
 def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     config = {**fault_base, "name": "changed"}
@@ -199,6 +208,10 @@ def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tm
     capsys.readouterr()
     assert main(["train", str(path), "--resume", "runtime.channels_last=true"]) == 2
     assert "runtime.channels_last: False -> True" in capsys.readouterr().err
+    # the run folder is checked before any data is loaded (the data root below does not exist)
+    assert main(["train", str(path), f"data.root={tmp_path / 'no_data_here'}"]) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass --resume" in err and "no_data_here" not in err
     assert main(["train", str(path), "--resume", "runtime.precision=bf16", "runtime.deterministic=false"]) == 2
     err = capsys.readouterr().err
     assert "runtime.deterministic: True -> False" in err and "runtime.precision: 'fp32' -> 'bf16'" in err

@@ -22,7 +22,8 @@ API
     same config as the saved one for every key that affects numerics (all but `ignore`; a changed key is
     named as ``key: old -> new``) unless ``accept_config_changes``, which rewrites ``config.yaml`` and
     appends the change to ``config_changes.jsonl``; orphaned ``.*.tmp`` files of an interrupted checkpoint
-    write are removed. ``close()`` releases the lock.
+    write are removed. ``close()`` releases the lock. ``check()`` makes the same checks without the lock or any
+    write: call it before loading data to fail fast.
     Files: ``config_path``, ``metrics_path`` (+ ``tb/``), ``last_path``, ``best_path``, ``summary_path``;
     ``save_checkpoint(state, "last" | "best")`` (atomic; a full disk is a `DiskFullError` naming the
     checkpoint to resume from), ``load_checkpoint("last" | "best", map_location)`` (``weights_only``),
@@ -50,7 +51,8 @@ A kind of run overrides:
 * ``evaluate(epoch, metrics) -> metrics | None``: the evaluation of this epoch (None: not evaluated).
 * ``state_dict() -> dict`` / ``load_state_dict(state)``: everything else a resume needs (weights, optimiser,
   private generators -- `generator_state` / `set_generator_state` for NumPy ones, counters); tensors and
-  plain data only (``last.pt`` loads with ``weights_only=True``).
+  plain data only (``last.pt`` loads with ``weights_only=True``). ``load_state_dict`` gets the whole
+  ``last.pt`` (``state["epoch"]`` is the epoch it ended); the skeleton restores the global RNGs after it.
 * ``best_state(epoch, metrics) -> dict``: what ``best.pt`` holds (default: ``state_dict()``).
 * ``summary(history, wall_time) -> dict``: ``summary.json`` (default: name the best epoch).
 * ``epoch_line(metrics) -> str | None``: the line printed after each epoch (None: nothing).
@@ -59,6 +61,34 @@ A kind of run overrides:
 
 Under torchrun every rank runs ``fit``; only rank 0 (``self.is_main``) writes files; a kind that gathers
 metrics over ranks does it in its own ``train_epoch`` / ``evaluate``.
+
+Example (tests/test_run.py has it running)::
+
+    class Regression(Run):
+        score_key, best_key = "val_score", "best_val_score"
+
+        def train_epoch(self, epoch, steps):
+            steps.start(len(self.batches), unit="sample")
+            for x, y in self.batches:
+                loss = ...  # forward, backward, optimiser step
+                steps.step(loss=float(loss), count=len(x))
+            return {"train_loss": ...}
+
+        def evaluate(self, epoch, metrics):
+            return {"val_score": ...}
+
+        def state_dict(self):
+            return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+        def load_state_dict(self, state):
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    check_output_writable(cfg.output_dir)
+    folder = RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), config_as_dict, resume=resume,
+                       overwrite=overwrite)
+    folder.check()  # before loading data: busy, existing or changed folders fail at once
+    summary = Regression(folder, epochs=cfg.epochs, device=device).fit()
 """
 
 from __future__ import annotations
@@ -212,6 +242,19 @@ class _FolderLock:
         self.path, self.folder = path, folder
         self.fd: int | None = None
 
+    def check_free(self) -> None:
+        """Raise `RunLockedError` if another holder has the lock; writes nothing (the lock is not kept)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunLockedError(self._busy_message(os.pread(fd, 32, 0).decode(errors="replace").strip())) from None
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -311,6 +354,12 @@ class RunFolder:
         return self._lock.fd is not None
 
     # life cycle
+    def check(self) -> None:
+        """The checks of `open()` without taking the lock or writing anything: call it before loading data,
+        so that a busy folder, an existing run or a changed config fails at once (`open()` checks again)."""
+        self._lock.check_free()
+        self._validate()
+
     def open(self) -> RunFolder:
         """Lock the folder, then create it (fresh / overwrite) or check it (resume); see the module docstring."""
         if self.is_open:
@@ -318,9 +367,8 @@ class RunFolder:
         self._lock.acquire()
         try:
             self._remove_orphans()
-            if self.resume:
-                self._check_resumable()
-            else:
+            self.changes = self._validate()
+            if not self.resume:
                 self._create()
         except BaseException:
             self._lock.release()
@@ -337,10 +385,24 @@ class RunFolder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _validate(self) -> list[tuple[str, Any, Any]]:
+        """Raise unless the folder can be used as asked; on resume, return the (accepted) config changes."""
+        if not self.resume:
+            if self.config_path.exists() and not self.overwrite:
+                raise RunFolderError(f"run folder {self.path} exists: pass --resume to continue it or --overwrite "
+                                     "to replace it")
+            return []
+        if not self.last_path.exists():
+            raise RunFolderError(f"--resume: no checkpoint to resume at {self.last_path}")
+        if not self.config_path.is_file():
+            raise RunFolderError(f"--resume: {self.path} has no config.yaml, so it is not a run folder")
+        saved = yaml.safe_load(self.config_path.read_text()) or {}
+        changes = config_changes(saved, self.config, self.defaults, self.ignore)
+        if changes and not self.accept_config_changes:
+            raise self._changed_error(changes)
+        return changes
+
     def _create(self) -> None:
-        if self.config_path.exists() and not self.overwrite:
-            raise RunFolderError(f"run folder {self.path} exists: pass --resume to continue it or --overwrite "
-                                 "to replace it")
         if self.path.exists():
             shutil.rmtree(self.path)
         staging = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".new"))
@@ -355,24 +417,18 @@ class RunFolder:
             raise
         self.created = True
 
-    def _check_resumable(self) -> None:
-        if not self.last_path.exists():
-            raise RunFolderError(f"--resume: no checkpoint to resume at {self.last_path}")
-        if not self.config_path.is_file():
-            raise RunFolderError(f"--resume: {self.path} has no config.yaml, so it is not a run folder")
-        saved = yaml.safe_load(self.config_path.read_text()) or {}
-        changes = config_changes(saved, self.config, self.defaults, self.ignore)
-        if changes:
-            self.accept(changes)
+    def _changed_error(self, changes: list[tuple[str, Any, Any]]) -> RunFolderError:
+        return RunFolderError(
+            f"cannot resume {self.path}: the config differs from the saved one in {format_changes(changes)}. "
+            "These keys change the run's numbers, so the resumed run would not match an uninterrupted one: "
+            "resume with the saved values, start a new run (another name, or --overwrite), or pass "
+            "--accept-config-changes to continue with the change recorded in config_changes.jsonl")
 
     def accept(self, changes: list[tuple[str, Any, Any]]) -> None:
-        """Refuse `changes` of a resumed run, or with `accept_config_changes` keep them for `record_changes`."""
+        """Refuse `changes` found by the run (e.g. the device type in last.pt), or with `accept_config_changes`
+        keep them for `record_changes`."""
         if not self.accept_config_changes:
-            raise RunFolderError(
-                f"cannot resume {self.path}: the config differs from the saved one in {format_changes(changes)}. "
-                "These keys change the run's numbers, so the resumed run would not match an uninterrupted one: "
-                "resume with the saved values, start a new run (another name, or --overwrite), or pass "
-                "--accept-config-changes to continue with the change recorded in config_changes.jsonl")
+            raise self._changed_error(changes)
         self.changes.extend(changes)
 
     def record_changes(self, epoch: int) -> None:

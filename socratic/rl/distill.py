@@ -362,6 +362,8 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
     (epoch, metrics) after each epoch's last.pt.
     """
     check_output_writable(cfg.output_dir)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
     device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     info = env_info(cfg.env.suite, cfg.env.game)
     teacher_spec = None
@@ -371,7 +373,6 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
     student = build_qnetwork(cfg.student, info).to(device)
     da = build_da(cfg.da)
     optimizer = build_optimizer(student.parameters(), cfg.optim)
-    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
 
     env = cfg.env
     collect_envs = make_vec_env(env.suite, info.game, env.num_envs, env.max_episode_steps, env.asynchronous)
