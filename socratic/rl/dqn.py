@@ -198,8 +198,9 @@ def _fit(kind: type[DQNRun], cfg: Any, overwrite: bool, console: Console | None,
          accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
          epoch_callbacks: Iterable[EpochCallback]) -> tuple[DQNRun, dict[str, Any]]:
     check_output_writable(cfg.output_dir)
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     run = kind(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
                epoch_callbacks=epoch_callbacks)
     try:
