@@ -260,3 +260,9 @@ def test_a_nan_stops_a_dqn_run_at_the_last_good_round(tmp_path: Path, capsys: py
     run_dir = _run_dir("dpd", tmp_path)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert not (run_dir / "summary.json").exists()
+
+    # the folder is kept for --resume: a fresh run into it, or a resume with a changed key, is refused (exit 2)
+    assert main(["rl", "dpd", *args]) == 2
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert main(["rl", "dpd", *args, "dqn.learning_rate=1e-4", "--resume"]) == 2
+    assert "dqn.learning_rate: 1e+30 -> 0.0001" in capsys.readouterr().err
