@@ -28,7 +28,6 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from socratic.config.schema import MethodConfig
 from socratic.data import ImageDataset, TensorLoader, default_augment, load_dataset, stratified_indices
 from socratic.data.readers import find_classes, list_image_files
 from socratic.distillers import create_distiller
@@ -81,7 +80,7 @@ def kd_setup(teacher: str, student: str, num_classes: int, channels_last: bool, 
     teacher_model = create_model(teacher, num_classes=num_classes)
     if teacher_checkpoint:
         load_weights(teacher_model, teacher_checkpoint, role="teacher")
-    distiller = create_distiller(MethodConfig(name="kd"), create_model(student, num_classes=num_classes), [teacher_model])
+    distiller = create_distiller("kd", create_model(student, num_classes=num_classes), [teacher_model])
     if channels_last:
         distiller = distiller.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(distiller.student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)

@@ -18,7 +18,7 @@ common=(output_dir=runs/mt_table optim.epochs=3 data.train_subset=5000 runtime.n
 for seed in ${SEEDS:-0 1 2}; do  # SEEDS="2" runs one seed (e.g. in a second process)
   $PY -m socratic train "configs/cifar10_jpeg/students/$student.yaml" "seed=$seed" "${common[@]}" "$@"
   $PY -m socratic distill "$dir/aver_pool3_resnet8.yaml" "seed=$seed" "${common[@]}" \
-      "name=aver_kd_pool3_$student" multiteacher.feature_loss=false "$@"
+      "name=aver_kd_pool3_$student" method.feature_loss=false "$@"
   for method in aver ebkd camkd aekd mtkd_rl; do
     $PY -m socratic distill "$dir/${method}_pool3_resnet8.yaml" "seed=$seed" "${common[@]}" \
         "name=${method}_pool3_$student" "$@"

@@ -10,11 +10,10 @@ from typing import Any
 import torch
 
 from socratic.augment import DisagreementAugmentation
-from socratic.config.schema import MethodConfig
 from socratic.distillers import create_distiller
-from socratic.engine.trainer import train_step
 from socratic.context import TrainContext
-from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, select_device
+from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision, select_device
+from socratic.engine.trainer import train_step
 from socratic.models import count_flops, create_model
 
 
@@ -48,7 +47,7 @@ def time_steps(step: Callable[[], Any], steps: int, warmup: int, device: torch.d
     return (time.perf_counter() - start) / steps
 
 
-def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: str = "fp32",
+def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: str = "auto",
                channels_last: bool = False, steps: int = 10, warmup: int = 2, num_classes: int = 100,
                input_size: tuple[int, int, int] = (3, 32, 32), device: str = "auto") -> dict[str, Any]:
     """img/s of the teacher's forward, a plain student training step, a KD step and a KD step with
@@ -58,6 +57,7 @@ def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: s
     `da_over_kd_expected` the ratio expected from the count of passes (`expected_da_over_kd`).
     """
     dev = select_device(device)
+    precision = resolve_precision(dev, precision)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     teacher_model = create_model(teacher, num_classes=num_classes, in_channels=input_size[0])
     student_model = create_model(student, num_classes=num_classes, in_channels=input_size[0])
@@ -67,7 +67,7 @@ def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: s
     y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(dev)
 
     def training_step(method: str, augmentation: Any = None) -> Callable[[], None]:
-        distiller = create_distiller(MethodConfig(name=method), student_model, [teacher_model] if method != "ce" else [])
+        distiller = create_distiller(method, student_model, [teacher_model] if method != "ce" else [])
         distiller = distiller.to(dev, memory_format=memory_format).train()
         optimizer = torch.optim.SGD(distiller.student.parameters(), lr=0.01, momentum=0.9)
         scaler = grad_scaler(dev, precision)

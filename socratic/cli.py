@@ -111,6 +111,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = {"methods": "METHODS", "augmentations": "AUGMENTATIONS", "datasets": "DATASETS",
+         "env-suites": "ENV_SUITES", "weightings": "WEIGHTINGS"}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from socratic import registry
+
+    components = getattr(registry, KINDS[args.kind])
+    table = Table(args.kind[:-1], "options (defaults)", "metadata")
+    for entry in components.entries():
+        options = components.default_options(entry.name)
+        keys = ", ".join(f"{f.name}={getattr(options, f.name)!r}" for f in dataclasses.fields(options)
+                         if f.name != "name")
+        meta = ", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if isinstance(v, (str, int, float, tuple, bool)))
+        table.add_row(entry.name, keys or "-", meta or "-")
+    console.print(table)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from socratic.bench import bench_pair
 
@@ -202,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
     evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    evaluate.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    evaluate.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                          help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
@@ -218,11 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
     models.set_defaults(func=cmd_models)
 
+    listing = sub.add_parser("list", help="the registered components of one kind, with their options and defaults",
+                             description="Every registered method (or augmentation, dataset, environment suite, "
+                                         "teacher weighting) with the keys of its config section and their defaults.")
+    listing.add_argument("kind", choices=sorted(KINDS), help="which kind of component")
+    listing.set_defaults(func=cmd_list)
+
     bench = sub.add_parser("bench", help="img/s of teacher forward, student step, KD step and KD+DA step; peak memory")
     bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
     bench.add_argument("--student", default="resnet8x4", help="student model name (default resnet8x4)")
     bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    bench.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    bench.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     bench.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     bench.add_argument("--steps", type=int, default=10, help="timed steps per measure (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")

@@ -24,7 +24,7 @@ def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict
         "output_dir": output_dir,
         "data": {"name": "fashion_mnist", "train_subset": train_subset, "batch_size": 128, "eval_batch_size": 500},
         "optim": {"epochs": epochs, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4, "nesterov": True},
-        "runtime": {"precision": "bf16", "channels_last": True, "tensorboard": False},
+        "runtime": {"precision": "auto", "channels_last": True, "tensorboard": False},
     }
     teacher_ckpt = str(Path(output_dir) / "teacher" / "seed0" / "checkpoints" / "best.pt")
     return [

@@ -8,6 +8,7 @@ folder itself (lock, resume checks, files) is `socratic.engine.run.RunFolder`'s.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +18,15 @@ import torch
 from torch import nn
 
 import socratic
-from socratic.config import ConfigError, ExperimentConfig, config_to_dict
+from socratic.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from socratic.config.schema import ModelConfig
-from socratic.data import ImageDataset, TensorLoader, default_augment, load_dataset, stratified_subset
-from socratic.distillers import Distiller, create_distiller, is_multi_teacher
+from socratic.data import ImageDataset, TensorLoader, build_augment, load_dataset, stratified_subset
+from socratic.distillers import Distiller, create_distiller
 from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
 from socratic.engine.run import RunFolder, check_output_writable
 from socratic.engine.run import run_dir_for as _run_dir
-from socratic.engine.runtime import setup_run
+from socratic.engine.runtime import resolve_precision, setup_run
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
 
@@ -55,7 +56,7 @@ def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device
                  world_size: int = 1) -> tuple[TensorLoader, TensorLoader]:
     """Train and test loaders; with world_size > 1 each takes rank's shard (data.batch_size is per process)."""
     data = cfg.data
-    augment = default_augment(data.name) if data.augment else None
+    augment = build_augment(data.augment)
     common = dict(device=device, channels_last=cfg.runtime.channels_last, rank=rank, world_size=world_size)
     train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed, **common)
     test = TensorLoader(datasets.test, data.eval_batch_size, shuffle=False, augment=None, seed=cfg.seed, **common)
@@ -92,20 +93,12 @@ def load_teacher(model_cfg: ModelConfig, num_classes: int, in_channels: int, ind
 
 
 def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -> Distiller:
-    options: dict[str, Any] = {}
-    if is_multi_teacher(cfg.method.name):  # a teacher pool: its checkpoints must agree on the class count
-        from socratic.multiteacher.pool import checkpoint_class_counts
-
-        names = [f"teachers.{i} ({t.name})" for i, t in enumerate(cfg.teachers)]
-        try:
-            checkpoint_class_counts([t.checkpoint for t in cfg.teachers], names)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        options["multiteacher"] = cfg.multiteacher
+    """The method of `cfg.method` around the student and the loaded teachers (each checked against the
+    dataset's class count, so a pool always agrees)."""
     student = build_model(cfg.student, num_classes, in_channels)
     teachers = [load_teacher(t, num_classes, in_channels, i) for i, t in enumerate(cfg.teachers)]
     try:
-        return create_distiller(cfg.method, student, teachers, **options)
+        return create_distiller(cfg.method, student, teachers)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -129,9 +122,11 @@ def run_dir_for(cfg: ExperimentConfig) -> Path:
     return _run_dir(cfg.output_dir, cfg.name, cfg.seed)
 
 
-def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, Any]:
-    """What a checkpoint must remember to be rebuilt and evaluated later (`socratic evaluate`)."""
+def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset, device: torch.device) -> dict[str, Any]:
+    """What a checkpoint must remember to be rebuilt and evaluated later (`socratic evaluate`), and the precision
+    the run resolved `runtime.precision` to on this machine."""
     return {
+        "precision": resolve_precision(device, cfg.runtime.precision),
         "model_name": cfg.student.name,
         "model_kwargs": dict(cfg.student.kwargs),
         "num_classes": dataset.num_classes,
@@ -146,11 +141,22 @@ def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset) -> dict[str, A
     }
 
 
+def saved_config_layout(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config.yaml in today's layout with today's defaults (socratic 0.1's layout migrated), so that
+    a resume compares like with like; as saved if it no longer validates (the comparison then names the keys)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the 0.1-layout warning is for configs a user writes
+            return config_to_dict(config_from_dict(saved))
+    except ConfigError:
+        return saved
+
+
 def run_folder(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
                accept_config_changes: bool = False) -> RunFolder:
     """The run folder of `cfg` (not yet opened): on resume every key but the `NON_NUMERIC_KEYS` must match."""
     return RunFolder(run_dir_for(cfg), config_to_dict(cfg), resume=resume, overwrite=overwrite,
-                     accept_config_changes=accept_config_changes,
+                     accept_config_changes=accept_config_changes, read_saved=saved_config_layout,
                      defaults=config_to_dict(ExperimentConfig()))  # a section added since the run has its defaults
 
 
@@ -206,6 +212,7 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
     distributed.raise_if_any_failed(error)  # a bad config or a missing file stops every rank, not just one
     # Trainer.fit: rank 0 alone locks and makes (or checks) the run folder; its error is raised on every rank.
     trainer = Trainer(distiller, train_loader, test_loader, cfg, folder, device,
-                      meta=checkpoint_meta(cfg, datasets.train), callbacks=callbacks, augmentation=augmentation,
+                      meta=checkpoint_meta(cfg, datasets.train, device), callbacks=callbacks,
+                      augmentation=augmentation,
                       epoch_callbacks=epoch_callbacks)
     return trainer.fit()

@@ -17,10 +17,18 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
 
 def kd_loss_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     """The KD loss of each sample, shape (B,): the building block of per-sample teacher weighting."""
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return tempered_kl_per_sample(student_logits, teacher_logits, temperature) * temperature**2
+
+
+def tempered_kl_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0,
+                           student_temperature: float | None = None) -> Tensor:
+    """KL(softmax(t / T) || softmax(s / T_s)) of each sample, summed over classes, in fp32, without the T^2 of KD;
+    T_s = T unless given (Rusu et al.'s policy distillation leaves the student untempered: T_s = 1). Every
+    log-probability is a log_softmax, so a small T (0.01) cannot underflow to log(0)."""
+    log_p_student = F.log_softmax(student_logits.float() / (temperature if student_temperature is None
+                                                            else student_temperature), dim=1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
-    return kl * temperature**2
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
 
 
 def fitnet_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
@@ -34,4 +42,4 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
-__all__ = ["cross_entropy", "fitnet_loss", "kd_loss", "kd_loss_per_sample"]
+__all__ = ["cross_entropy", "fitnet_loss", "kd_loss", "kd_loss_per_sample", "tempered_kl_per_sample"]

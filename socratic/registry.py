@@ -36,6 +36,26 @@ class Options:
     def check(self, prefix: str) -> None:
         """Raise ValueError("<prefix>.<key> ...") for a value the component cannot use."""
 
+    def require_positive(self, prefix: str, *keys: str) -> None:
+        """A ValueError naming the first of `keys` whose value is not > 0."""
+        for key in keys:
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ValueError(f"{prefix}.{key} must be > 0, got {value}")
+
+    def require_non_negative(self, prefix: str, *keys: str) -> None:
+        """A ValueError naming the first of `keys` whose value is < 0."""
+        for key in keys:
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ValueError(f"{prefix}.{key} must be >= 0, got {value}")
+
+    def require_choice(self, prefix: str, key: str, allowed: Iterable[str]) -> None:
+        """A ValueError naming `key` when its value is not one of `allowed`."""
+        allowed = tuple(allowed)
+        if getattr(self, key) not in allowed:
+            raise ValueError(f"{prefix}.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -79,6 +99,12 @@ class Registry:
             return factory
 
         return decorate
+
+    def unregister(self, name: str) -> None:
+        """Remove `name` and its aliases (a plugin or a test that registered it for a while)."""
+        self._entries.pop(name, None)
+        for alias in [a for a, target in self._aliases.items() if target == name]:
+            del self._aliases[alias]
 
     def _ensure_discovered(self) -> None:
         if self._discovered:

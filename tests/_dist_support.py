@@ -43,13 +43,13 @@ def register_flat_model() -> None:
 @contextlib.contextmanager
 def flat_model_registered() -> Iterator[None]:
     """The model registered for the block only (other tests compare the registry with the zoo)."""
-    from socratic.models import registry
+    from socratic.registry import MODELS
 
     register_flat_model()
     try:
         yield
     finally:
-        registry._MODELS.pop(FLAT_MODEL, None)  # noqa: SLF001 - test-only registration
+        MODELS.unregister(FLAT_MODEL)  # test-only registration
 
 
 class MergedShards:

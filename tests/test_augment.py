@@ -307,9 +307,10 @@ def test_a_resumed_da_run_reaches_the_same_weights(kd_config: dict) -> None:
 
 
 def test_composes_with_every_distiller_that_has_a_teacher() -> None:
-    from socratic.config.schema import MethodConfig
-    from socratic.distillers import create_distiller, is_multi_teacher, list_distillers
+    from socratic.context import TrainContext
+    from socratic.distillers import create_distiller, list_distillers
     from socratic.models import create_model
+    from socratic.registry import METHODS
 
     torch.manual_seed(0)
     student, teacher = create_model("resnet8", num_classes=10), create_model("resnet14", num_classes=10)
@@ -317,10 +318,11 @@ def test_composes_with_every_distiller_that_has_a_teacher() -> None:
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     da = DisagreementAugmentation(prob=1.0)
     for name in (n for n in list_distillers() if n != "ce"):
-        teachers = [teacher, second] if is_multi_teacher(name) else [teacher]  # multi-teacher methods need >= 2
-        distiller = create_distiller(MethodConfig(name=name), student, teachers).train()
+        needs = METHODS.get(name).meta["teachers"][0]
+        teachers = [teacher, second] if needs >= 2 else [teacher]  # multi-teacher methods need >= 2
+        distiller = create_distiller(name, student, teachers).train()
         x_new = da(x, distiller.student, distiller.teachers)
-        logits, losses = distiller.forward_train(x_new, y)
+        logits, losses = distiller.forward_train(x_new, y, TrainContext(epoch=1, epochs=2, steps_per_epoch=1))
         assert not torch.equal(x_new, x) and logits.shape == (4, 10) and all(torch.isfinite(v) for v in losses.values())
         assert not distiller.teacher.training
 

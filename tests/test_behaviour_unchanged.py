@@ -47,8 +47,7 @@ def _runs(run_config: dict, tmp_path: Path) -> dict[str, dict]:
         "kd": {**base, "name": "kd", "teachers": one, "method": KD},
         "kd_da": {**base, "name": "kd_da", "teachers": one, "method": KD, "da": {"enabled": True, "prob": 1.0}},
         "fitnet": {**base, "name": "fitnet", "teachers": one, "method": FITNET},
-        "mtkd_rl": {**base, "name": "mtkd_rl", "teachers": two, "method": {"name": "mtkd_rl"},
-                    "multiteacher": {k: v for k, v in MTKD_RL.items() if k != "name"}},
+        "mtkd_rl": {**base, "name": "mtkd_rl", "teachers": two, "method": MTKD_RL},
     }
 
 

@@ -227,3 +227,14 @@ def test_da_distill_then_robustness_and_visualize_da(run_config: dict, tmp_path:
                                                  student, "--root", root, "--out", str(png)], capsys)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_list_prints_every_registered_method_with_its_defaults(capsys: pytest.CaptureFixture) -> None:
+    from socratic.cli import main
+
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ce", "kd", "fitnet", "dkd", "aver", "mtkd_rl"):
+        assert f"│ {name} " in out
+    assert "beta=8.0" in out and "teachers=(1, 1)" in out
+    assert main(["list", "augmentations"]) == 0 and "padding=4" in capsys.readouterr().out

@@ -41,20 +41,34 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"optim": {"lrr": 0.1}}, "unknown config key 'optim.lrr'; valid keys here: epochs, lr"),
+        ({"optim": {"lrr": 0.1}}, "unknown config key 'optim.lrr'; valid keys here: epochs, optimizer, lr"),
         ({"optim": {"lr": "fast"}}, "optim.lr: expected a number, got 'fast'"),
         ({"seed": 1.5}, "seed: expected an integer"),
         ({"runtime": {"progress": "yes"}}, "runtime.progress: expected true or false"),
-        ({"method": {"name": "magic"}}, "method.name: 'magic' is not one of"),
-        ({"data": {"name": "mnist"}}, "data.name: 'mnist' is not one of fashion_mnist, cifar10"),
+        ({"method": {"name": "magic"}}, "method.name: unknown method 'magic'; valid: aekd, aver, camkd, ce"),
+        ({**KD_TEACHER, "method": {"name": "kd", "hint_layer": 2}},
+         "unknown config key 'method.hint_layer'; valid keys for method 'kd': name, temperature, ce_weight, kd_weight"),
+        ({**KD_TEACHER, "method": {"name": "kd", "temperature": 0}}, "method.temperature must be > 0, got 0.0"),
+        ({"method": {"name": "aver", "agent": {"lr": -1}}, "teachers": [{"name": "resnet8", "checkpoint": "t.pt"}] * 2},
+         "method.agent.lr must be > 0, got -1"),
+        ({"method": {"name": "aver", "agent": {"layout": "flat"}}}, "method.agent.layout: 'flat' is not one of"),
+        ({"method": 3}, "method: expected a mapping with a 'name'"),
+        ({"data": {"augment": {"name": "crop_flip", "padding": -1}}}, "data.augment.padding must be >= 0"),
+        ({"data": {"augment": {"name": "mixup"}}}, "data.augment.name: unknown augmentation 'mixup'; valid: crop_flip"),
+        ({"data": {"name": "mnist"}}, "data.name: 'mnist' is not one of cifar10, cifar100, fashion_mnist, imagefolder"),
         ({"optim": {"lr": -1}}, "optim.lr must be > 0"),
         ({"optim": {"milestones": [5, 3]}}, "optim.milestones must be increasing"),
         ({"data": {"train_subset": 10.5}}, "data.train_subset must be a fraction"),
-        ({"method": {"name": "kd"}}, "needs exactly one entry in teachers"),
-        ({"teachers": [{"name": "resnet8", "checkpoint": "t.pt"}]}, "method.name 'ce' trains without a teacher"),
+        ({"method": {"name": "kd"}}, "method.name 'kd' takes exactly 1 teacher(s) (entries in teachers), got 0"),
+        ({"method": {"name": "aver"}, "teachers": [{"name": "resnet8", "checkpoint": "t.pt"}]},
+         "method.name 'aver' takes >= 2 teacher(s)"),
+        ({"teachers": [{"name": "resnet8", "checkpoint": "t.pt"}]},
+         "method.name 'ce' takes no teacher(s) (entries in teachers), got 1: remove the teachers list"),
+        ({**KD_TEACHER, "da": {"enabled": True, "target": "weighted"}}, "da.target=weighted needs a multi-teacher method"),
         ({"method": {"name": "kd"}, "teachers": [{"name": "resnet8"}]}, "teachers.0.checkpoint is required"),
         ({"teachers": {"name": "resnet8"}}, "teachers: expected a list"),
         ({"data": 3}, "data: expected a mapping of name, root"),
+        ({"runtime": {"device": "gpu"}}, "runtime.device: 'gpu' is not a device (use auto, cpu, cuda, cuda:N or mps)"),
     ],
 )
 def test_bad_configs_name_the_key(values: dict, message: str) -> None:
@@ -77,3 +91,52 @@ def test_bad_overrides() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
         load_config("nope.yaml")
+
+
+def test_method_sections_take_their_own_defaults() -> None:
+    fitnet = config_from_dict({"method": {"name": "fitnet"}, "teachers": KD_TEACHER["teachers"]})
+    assert fitnet.method.ce_weight == 1.0 and fitnet.method.hint_layer == 2  # FitNet's recipe, not KD's 0.1
+    assert not hasattr(fitnet.method, "temperature")
+    aver = config_from_dict({"method": {"name": "aver", "agent": {"lr": 0.5}},
+                             "teachers": KD_TEACHER["teachers"] * 2})
+    assert aver.method.alpha == 1.0 and aver.method.agent.lr == 0.5 and aver.method.agent.hidden == 128
+    assert config_from_dict({"method": "ce"}).method.name == "ce"  # a bare name selects the defaults
+
+
+def test_augment_section_defaults_to_the_dataset_and_turns_flips_off() -> None:
+    assert config_from_dict({}).data.augment.padding == 2  # fashion_mnist's default: 2 px shift
+    assert config_from_dict({"data": {"name": "cifar10"}}).data.augment.padding == 4
+    no_flip = config_from_dict({"data": {"augment": {"name": "crop_flip", "flip": False}}}).data.augment
+    assert no_flip.flip is False and no_flip.padding == 4
+    assert config_from_dict({"data": {"augment": "none"}}).data.augment.name == "none"
+
+
+def test_a_saved_config_of_socratic_0_1_is_migrated(tmp_path: Path) -> None:
+    """A resolved config.yaml of the old layout: a flat method section, a multiteacher section, augment: bool."""
+    flat = {"name": "kd", "temperature": 2.0, "ce_weight": 0.1, "kd_weight": 0.9, "hint_weight": 100.0,
+            "hint_layer": 2}
+    old_multiteacher = {"alpha": 2.0, "beta": 5.0, "temperature": 4.0, "agent": {"lr": 0.01}}
+    with pytest.warns(UserWarning, match="layout of socratic 0.1"):
+        kd = config_from_dict({**KD_TEACHER, "method": flat, "multiteacher": old_multiteacher,
+                               "data": {"augment": False}})
+    assert kd.method.temperature == 2.0 and not hasattr(kd.method, "hint_layer")
+    assert kd.data.augment.name == "none"
+    with pytest.warns(UserWarning):
+        mt = config_from_dict({"method": {**flat, "name": "mtkd_rl", "temperature": 4.0},
+                               "multiteacher": old_multiteacher, "teachers": KD_TEACHER["teachers"] * 2,
+                               "data": {"augment": True}})
+    assert mt.method.name == "mtkd_rl" and mt.method.alpha == 2.0 and mt.method.agent.lr == 0.01
+    assert mt.data.augment.padding == 2
+
+
+def test_an_empty_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(path)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_with_the_config() -> None:
+    with pytest.raises(ConfigError, match="runtime.device: 'cuda' asks for CUDA but this machine has no CUDA device"):
+        config_from_dict({"runtime": {"device": "cuda"}})

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from socratic.config.schema import MethodConfig
 from socratic.distillers import FitNet, create_distiller
 from socratic.losses import kd_loss
 from socratic.models import create_model
@@ -14,7 +13,7 @@ def _pair() -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def test_kd_losses_are_weighted_and_teacher_is_frozen() -> None:
     student, teacher = _pair()
-    distiller = create_distiller(MethodConfig(name="kd", ce_weight=0.1, kd_weight=0.9, temperature=4), student, [teacher])
+    distiller = create_distiller("kd", student, teacher, ce_weight=0.1, kd_weight=0.9, temperature=4)
     distiller.train()
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
@@ -33,7 +32,7 @@ def test_kd_losses_are_weighted_and_teacher_is_frozen() -> None:
 
 def test_fitnet_regressor_maps_to_teacher_hint() -> None:
     student, teacher = _pair()
-    distiller = create_distiller(MethodConfig(name="fitnet", hint_layer=2, ce_weight=1.0), student, [teacher])
+    distiller = create_distiller("fitnet", student, [teacher], hint_layer=2, ce_weight=1.0)
     assert isinstance(distiller, FitNet) and set(distiller.trainable_modules()) == {"student", "regressor"}
     _, losses = distiller.train().forward_train(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
     assert set(losses) == {"ce", "hint"} and losses["hint"].item() > 0
@@ -44,11 +43,21 @@ def test_fitnet_regressor_maps_to_teacher_hint() -> None:
 def test_fitnet_rejects_out_of_range_hint_layer() -> None:
     student, teacher = _pair()
     with pytest.raises(ValueError, match="method.hint_layer=9 is out of range"):
-        create_distiller(MethodConfig(name="fitnet", hint_layer=9), student, [teacher])
+        create_distiller("fitnet", student, [teacher], hint_layer=9)
 
 
 def test_unknown_method() -> None:
     student, teacher = _pair()
     available = "aekd, aver, camkd, ce, ebkd, fitnet, kd, mtkd_rl"
-    with pytest.raises(ValueError, match=f"unknown method 'magic'; available: {available}"):
-        create_distiller(MethodConfig(name="magic"), student, [teacher])
+    with pytest.raises(ValueError, match=f"unknown method 'magic'; valid: {available}"):
+        create_distiller("magic", student, [teacher])
+
+
+def test_teacher_count_and_option_checks() -> None:
+    student, teacher = _pair()
+    with pytest.raises(ValueError, match="method 'kd' takes 1 teacher"):
+        create_distiller("kd", student, [teacher, teacher])
+    with pytest.raises(ValueError, match="method.temperature must be > 0, got 0"):
+        create_distiller("kd", student, teacher, temperature=0)
+    with pytest.raises(TypeError):
+        create_distiller("kd", student, teacher, hint_layer=2)  # not a KD option

@@ -107,7 +107,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(torchrun_out
     run_dir = tmp_path / "runs" / "single" / "seed3"
     run_dir.mkdir(parents=True)
     single = Trainer(distiller, MergedShards(shards), test_loader, cfg, run_dir, cpu,
-                     meta=checkpoint_meta(cfg, datasets.train)).fit()
+                     meta=checkpoint_meta(cfg, datasets.train, cpu)).fit()
 
     two_dir = torchrun_out / "runs" / "parity" / "seed3"
     a, b = _weights(run_dir), _weights(two_dir)

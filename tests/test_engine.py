@@ -90,12 +90,33 @@ def test_device_and_precision_errors() -> None:
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
 
 
-def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    with pytest.warns(UserWarning, match="runtime.precision: fp32"), autocast(torch.device("cpu"), "bf16"):
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_picks_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from socratic.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="runtime.precision: auto picks fp32 here"), autocast(torch.device("cpu"), "bf16"):
         pass
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert runtime.resolve_precision(torch.device("cpu"), "auto") == "fp32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with autocast(torch.device("cpu"), "auto"):
+            assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.resolve_precision(torch.device("cpu"), "auto") == "bf16"
+    assert runtime.resolve_precision(torch.device("cpu"), "fp16") == "fp16"  # explicit values are kept
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with autocast(torch.device("cpu"), "bf16"):
             pass
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from socratic.engine import runtime
+
+    for flags, expected in (("fpu avx2 avx512f", False), ("fpu avx512f avx512_bf16", True), ("amx_bf16 amx_tile", True)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor : 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(runtime, "Path", lambda _: cpuinfo)
+        runtime.cpu_has_native_bf16.cache_clear()
+        assert runtime.cpu_has_native_bf16() is expected
+    runtime.cpu_has_native_bf16.cache_clear()

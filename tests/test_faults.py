@@ -105,8 +105,8 @@ def fault_base(tiny_fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                  "train_subset": 100, "cache_dir": str(tmp / "cache")},
         "student": {"name": "resnet8"}, "method": {"name": "ce"},
         "optim": {"epochs": 2, "lr": 0.05, "schedule": "cosine"},
-        "runtime": {"device": "cpu", "progress": False, "deterministic": True, "tensorboard": False,
-                    "num_threads": 1},
+        "runtime": {"device": "cpu", "precision": "fp32", "progress": False, "deterministic": True,
+                    "tensorboard": False, "num_threads": 1},
     }
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -215,13 +215,17 @@ def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tm
     assert main(["train", str(path), "--resume", "runtime.precision=bf16", "runtime.deterministic=false"]) == 2
     err = capsys.readouterr().err
     assert "runtime.deterministic: True -> False" in err and "runtime.precision: 'fp32' -> 'bf16'" in err
-    # the device type the run used is in last.pt: a resume on another type is a numerics change too
+    # the device type and the precision (`auto` resolves per machine) the run used are in last.pt: a resume that
+    # resolves them differently is a numerics change too
     last = run_dir / "checkpoints" / "last.pt"
     saved = last.read_bytes()
     state = torch.load(last, weights_only=True)
-    torch.save({**state, "device_type": "cuda"}, last)
+    assert state["resolved"] == {"runtime.device (device type)": "cpu", "runtime.precision (resolved)": "fp32"}
+    torch.save({**state, "resolved": {"runtime.device (device type)": "cuda", "runtime.precision (resolved)": "bf16"}},
+               last)
     assert main(["train", str(path), "--resume"]) == 2
-    assert "runtime.device (device type): 'cuda' -> 'cpu'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "runtime.device (device type): 'cuda' -> 'cpu'" in err and "runtime.precision (resolved): 'bf16' -> 'fp32'" in err
     last.write_bytes(saved)
 
     # a copy of the folder resumes at its new place; keys that do not change numbers may change

@@ -14,7 +14,8 @@ import yaml
 from socratic.augment import DisagreementAugmentation
 from socratic.cli import main
 from socratic.config import ConfigError, config_from_dict
-from socratic.config.schema import AgentConfig, MethodConfig, MultiTeacherConfig
+from socratic.engine.checkpoint import CheckpointError
+from socratic.multiteacher.options import AgentOptions
 from socratic.distillers import create_distiller
 from socratic.engine.logger import read_metrics
 from socratic.experiment import run_experiment
@@ -47,8 +48,7 @@ def _distiller(method: str, teachers: list[torch.nn.Module] | None = None, **opt
     if teachers is None:
         teachers = [create_model("resnet8", num_classes=10, in_channels=1),
                     create_model("wrn_16_1", num_classes=10, in_channels=1)]
-    cfg = MultiTeacherConfig(**options)
-    return create_distiller(MethodConfig(name=method), student, teachers, multiteacher=cfg).train()
+    return create_distiller(method, student, teachers, **options).train()
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +200,7 @@ def _toy_batch(generator: torch.Generator, good: int = 0) -> BatchView:
 @pytest.mark.parametrize("layout", ["per_teacher", "shared"])
 def test_agent_update_raises_the_better_teachers_weight(layout: str) -> None:
     torch.manual_seed(0)
-    strategy = MTKDRLStrategy([8 + 10 + 3] * 2, AgentConfig(layout=layout, warmup_epochs=0, combine="none"))
+    strategy = MTKDRLStrategy([8 + 10 + 3] * 2, AgentOptions(layout=layout, warmup_epochs=0, combine="none"))
     generator = torch.Generator().manual_seed(0)
     batches = [_toy_batch(generator) for _ in range(20)]
     before = torch.stack([strategy(b)[0][:, 0] for b in batches]).mean()
@@ -215,7 +215,7 @@ def test_agent_update_raises_the_better_teachers_weight(layout: str) -> None:
 
 
 def test_warmup_uses_weights_one_then_the_combined_action() -> None:
-    strategy = MTKDRLStrategy([21, 21], AgentConfig(warmup_epochs=1))
+    strategy = MTKDRLStrategy([21, 21], AgentOptions(warmup_epochs=1))
     batch = _toy_batch(torch.Generator().manual_seed(1))
     w_logit, w_feat = strategy(batch)
     assert torch.equal(w_logit, torch.ones(32, 2)) and torch.equal(w_feat, torch.ones(32, 2))  # Algorithm 1
@@ -281,9 +281,8 @@ def test_distill_aver_from_the_command_line(pool_run: dict) -> None:
 
 
 def test_mtkd_rl_run_resumes_with_its_agent(pool_run: dict) -> None:
-    base = {**pool_run["config"], "method": {"name": "mtkd_rl"},
-            "optim": {**pool_run["config"]["optim"], "epochs": 3},
-            "multiteacher": {"agent": {"optimizer": "adam", "lr": 0.01}}}
+    base = {**pool_run["config"], "method": {"name": "mtkd_rl", "agent": {"optimizer": "adam", "lr": 0.01}},
+            "optim": {**pool_run["config"]["optim"], "epochs": 3}}
     path = pool_run["root"] / "mtkd_rl.yaml"
     path.write_text(yaml.safe_dump(base))
     assert main(["distill", str(path), "name=full"]) == 0
@@ -322,11 +321,11 @@ def test_mtkd_rl_run_resumes_with_its_agent(pool_run: dict) -> None:
 def test_pool_config_errors(pool_run: dict) -> None:
     config = pool_run["config"]
     one = {**config, "name": "one", "method": {"name": "aver"}, "teachers": config["teachers"][:1]}
-    with pytest.raises(ConfigError, match="multi-teacher method: it needs >= 2 entries in teachers, got 1"):
+    with pytest.raises(ConfigError, match=r"method.name 'aver' takes >= 2 teacher\(s\) \(entries in teachers\), got 1"):
         config_from_dict(one)
-    with pytest.raises(ConfigError, match="multiteacher.agent.layout: 'joint' is not one of per_teacher, shared"):
-        config_from_dict({**config, "method": {"name": "mtkd_rl"}, "multiteacher": {"agent": {"layout": "joint"}}})
-    with pytest.raises(ConfigError, match="method.kd_weight is not used by the multi-teacher method 'aver'"):
+    with pytest.raises(ConfigError, match="method.agent.layout: 'joint' is not one of per_teacher, shared"):
+        config_from_dict({**config, "method": {"name": "mtkd_rl", "agent": {"layout": "joint"}}})
+    with pytest.raises(ConfigError, match="unknown config key 'method.kd_weight'; valid keys for method 'aver'"):
         config_from_dict({**config, "method": {"name": "aver", "kd_weight": 0.5}})
     with pytest.raises(ConfigError, match="da.target=weighted needs a multi-teacher method"):
         config_from_dict({**config, "method": {"name": "kd"}, "teachers": config["teachers"][:1],
@@ -337,7 +336,7 @@ def test_pool_config_errors(pool_run: dict) -> None:
     torch.save(state, hundred)
     teachers = [config["teachers"][0], {**config["teachers"][1], "checkpoint": str(hundred)}]
     bad = config_from_dict({**config, "name": "bad", "method": {"name": "aver"}, "teachers": teachers})
-    with pytest.raises(ConfigError, match=r"teachers.0 \(resnet8\) has 10, teachers.1 \(wrn_16_1\) has 100"):
+    with pytest.raises(CheckpointError, match=r"teachers.1 \(wrn_16_1\): checkpoint .* was trained for 100 classes"):
         run_experiment(bad)
     assert not (Path(config["output_dir"]) / "bad").exists()
 
@@ -348,7 +347,9 @@ def test_report_groups_single_teacher_runs_with_or_without_the_section() -> None
 
     kd = config_to_dict(config_from_dict({"method": {"name": "kd"},
                                           "teachers": [{"name": "resnet8", "checkpoint": "t.pt"}]}))
-    old = {k: v for k, v in kd.items() if k != "multiteacher"}  # a run saved before the section existed
+    old = {k: v for k, v in kd.items() if k != "search"}  # a run saved before the section existed
+    old["multiteacher"] = {"alpha": 1.0}  # ... in socratic 0.1's layout
+    old["method"] = {**kd["method"], "hint_weight": 100.0, "hint_layer": 2}
     assert _group_key(kd) == _group_key(old)
-    aver = {**kd, "method": {**kd["method"], "name": "aver"}}
-    assert _group_key(aver) != _group_key({**aver, "multiteacher": {**kd["multiteacher"], "beta": 1.0}})
+    pool = {**kd, "teachers": kd["teachers"] * 2, "method": {"name": "aver"}}
+    assert _group_key(pool) != _group_key({**pool, "method": {"name": "aver", "beta": 1.0}})

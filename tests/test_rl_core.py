@@ -281,3 +281,21 @@ def test_shipped_rl_configs_load_and_bad_keys_are_named() -> None:
         load_rl_config(DistillConfig, None)
     with pytest.raises(ConfigError, match="dpd.clip_high must be > dpd.clip_low"):
         load_rl_config(DPDConfig, CONFIGS / "minatar_breakout_dpd.yaml", ["dpd.clip_high=0.001"])
+
+
+def test_rl_sections_are_the_shared_ones_with_rl_presets() -> None:
+    from socratic.config import DAConfig, OptimConfig, RuntimeConfig, SearchConfig
+
+    config = load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["da.enabled=true"])
+    assert isinstance(config.da, DAConfig) and isinstance(config.optim, OptimConfig)
+    assert isinstance(config.runtime, RuntimeConfig) and isinstance(config.search, SearchConfig)
+    assert config.da.prob == 0.3 and config.da.lr == 0.001 and config.da.objective == "kl"  # the paper's RL values
+    assert config.search.objective == "eval_score_mean" and config.runtime.device == "cpu"
+    with pytest.raises(ConfigError, match=r"da.prob must be a probability in \[0, 1\], got 2"):
+        load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["da.prob=2"])  # the shared check
+    with pytest.raises(ConfigError, match="runtime.channels_last is not used by the RL commands"):
+        load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["runtime.channels_last=true"])
+    with pytest.raises(ConfigError, match="da.clamp is not used on RL states"):
+        load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["da.clamp=[0, 1]"])
+    with pytest.raises(ConfigError, match="env.suite: 'procgen' is not one of atari, minatar"):
+        load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["env.suite=procgen"])

@@ -8,13 +8,12 @@ from socratic.augment.disagreement import (
     OBJECTIVES,
     OPTIMIZERS,
     DisagreementAugmentation,
-    check_options,
     disagreement_score,
     disagreement_per_sample,
     frozen_running_stats,
 )
 
 __all__ = [
-    "OBJECTIVES", "OPTIMIZERS", "DisagreementAugmentation", "check_options", "disagreement_score",
+    "OBJECTIVES", "OPTIMIZERS", "DisagreementAugmentation", "disagreement_score",
     "disagreement_per_sample", "frozen_running_stats",
 ]

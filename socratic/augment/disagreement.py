@@ -35,13 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-OBJECTIVES = ("l1_mse", "kl", "mse")
-OPTIMIZERS = ("adam", "sign", "sgd")
+from socratic.config.schema import DAConfig
+from socratic.losses import tempered_kl_per_sample
 
-# Paper values (Wong et al., Sec. 4.1): e = 1, alpha = 0.01778, p = 0.7374.
-PAPER_STEPS = 1
-PAPER_LR = 0.01778
-PAPER_PROB = 0.7374
+OBJECTIVES = DAConfig.OBJECTIVES
+OPTIMIZERS = DAConfig.OPTIMIZERS
+PAPER_LR = DAConfig.lr  # the paper's alpha (Wong et al., Sec. 4.1); the other paper values are DAConfig's defaults
 
 Observer = Callable[[int, Tensor, Tensor], None]  # (step k, student logits at x_k, target logits at x_k)
 
@@ -61,9 +60,7 @@ def disagreement_per_sample(student_logits: Tensor, target_logits: Tensor, objec
     if objective == "mse":
         return (s - t).pow(2).mean(dim=1)
     if objective == "kl":
-        log_p_student = F.log_softmax(s / temperature, dim=1)
-        log_p_target = F.log_softmax(t / temperature, dim=1)
-        return (log_p_target.exp() * (log_p_target - log_p_student)).sum(dim=1)
+        return tempered_kl_per_sample(s, t, temperature)
     raise ValueError(f"da.objective: '{objective}' is not one of {', '.join(OBJECTIVES)}")
 
 
@@ -71,44 +68,6 @@ def disagreement_score(student_logits: Tensor, target_logits: Tensor, objective:
                  temperature: float = 1.0) -> Tensor:
     """The batch disagreement (a scalar >= 0); DA descends on its negative, i.e. ascends on it."""
     return disagreement_per_sample(student_logits, target_logits, objective, temperature).mean()
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_options(*, steps: Any = PAPER_STEPS, lr: Any = PAPER_LR, prob: Any = PAPER_PROB,
-                  objective: Any = "l1_mse", optimizer: Any = "adam", temperature: Any = 1.0,
-                  clamp: Any = None, target: Any = "mean", after_every: Any = 10, prefix: str = "da") -> None:
-    """Raise a ValueError naming the key (`da.prob`, ...) and what is valid when an option is out of range."""
-    if not _is_int(steps) or steps < 0:
-        raise ValueError(f"{prefix}.steps must be an integer >= 0 (input optimisation steps per batch), got {steps!r}")
-    if not _is_number(lr) or not lr > 0:
-        raise ValueError(f"{prefix}.lr must be a number > 0 (the input step size alpha), got {lr!r}")
-    if not _is_number(prob) or not 0.0 <= prob <= 1.0:
-        raise ValueError(f"{prefix}.prob must be a probability in [0, 1], got {prob!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"{prefix}.objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"{prefix}.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if not _is_number(temperature) or not temperature > 0:
-        raise ValueError(f"{prefix}.temperature must be a number > 0, got {temperature!r}")
-    if clamp is not None:
-        ok = (isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(_is_number(v) for v in clamp)
-              and 0.0 <= clamp[0] < clamp[1] <= 1.0)
-        if not ok:
-            raise ValueError(f"{prefix}.clamp must be null or [low, high] with 0 <= low < high <= 1 "
-                             f"(pixel range in [0, 1]), got {clamp!r}")
-    if not (target in ("mean", "weighted") or (_is_int(target) and target >= 0)):
-        raise ValueError(f"{prefix}.target must be 'mean' (the teachers' mean logits), 'weighted' (the teachers' "
-                         f"logits weighted by a multi-teacher method) or a teacher index 0, 1, ..., got {target!r}")
-    if not _is_int(after_every) or after_every < 0:
-        raise ValueError(f"{prefix}.after_every must be an integer >= 0 (0 = never measure the disagreement "
-                         f"after the step), got {after_every!r}")
 
 
 @contextlib.contextmanager
@@ -219,14 +178,15 @@ class DisagreementAugmentation:
     (Distiller keeps them in eval mode).
     """
 
-    def __init__(self, steps: int = PAPER_STEPS, lr: float = PAPER_LR, prob: float = PAPER_PROB,
-                 objective: str = "l1_mse", optimizer: str = "adam", temperature: float = 1.0,
-                 clamp: Sequence[float] | None = None, target: str | int = "mean", *,
+    def __init__(self, steps: int = DAConfig.steps, lr: float = DAConfig.lr, prob: float = DAConfig.prob,
+                 objective: str = DAConfig.objective, optimizer: str = DAConfig.optimizer,
+                 temperature: float = DAConfig.temperature, clamp: Sequence[float] | None = None,
+                 target: str | int = DAConfig.target, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 after_every: int = 10, teacher_weights: Callable[[Tensor], Tensor | None] | None = None) -> None:
+                 after_every: int = DAConfig.after_every, teacher_weights: Callable[[Tensor], Tensor | None] | None = None) -> None:
         clamp = list(clamp) if isinstance(clamp, (list, tuple)) else clamp
-        check_options(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer,
-                      temperature=temperature, clamp=clamp, target=target, after_every=after_every)
+        DAConfig(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer, temperature=temperature,
+                 clamp=clamp, target=target, after_every=after_every).check("da")
         self.steps, self.lr, self.prob = steps, float(lr), float(prob)
         self.objective, self.optimizer, self.temperature = objective, optimizer, float(temperature)
         self.target, self.after_every = target, after_every

@@ -3,9 +3,12 @@
 from socratic.config.loader import (
     ConfigError,
     apply_overrides,
+    build_component,
+    build_dataclass,
     config_from_dict,
     config_to_dict,
     load_config,
+    migrate_legacy,
     save_config,
     validate,
 )
@@ -13,14 +16,15 @@ from socratic.config.schema import (
     DAConfig,
     DataConfig,
     ExperimentConfig,
-    MethodConfig,
     ModelConfig,
     OptimConfig,
     RuntimeConfig,
+    SearchConfig,
+    component,
 )
 
 __all__ = [
-    "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "MethodConfig", "ModelConfig", "OptimConfig",
-    "RuntimeConfig", "apply_overrides", "config_from_dict", "config_to_dict", "load_config", "save_config",
-    "validate",
+    "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimConfig", "RuntimeConfig",
+    "SearchConfig", "apply_overrides", "build_component", "build_dataclass", "component", "config_from_dict", "config_to_dict",
+    "load_config", "migrate_legacy", "save_config", "validate",
 ]

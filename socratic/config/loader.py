@@ -1,6 +1,8 @@
 """YAML -> validated `ExperimentConfig`, with dotted command-line overrides.
 
-Every error names the dotted key and what would be valid, so a typo never silently becomes a default.
+Every error names the dotted key and what would be valid, so a typo never silently becomes a default. A section
+that selects a component (`method`, `data.augment`) is built with the options class that the registry gives for
+its `name`; this module imports no method code.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import yaml
 
 from socratic.config.schema import ExperimentConfig
+from socratic.registry import DATASETS, METHODS, Options, Registry, UnknownComponentError
 
 # a number in exponent form without a dot (1e-3, 5E+2), which YAML 1.1 leaves as a string
 _YAML11_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
@@ -50,7 +55,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {_section_keys(tp)}, got {value!r}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -87,25 +92,108 @@ def _section_keys(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls))
 
 
-def _build(cls: type, values: dict, prefix: str) -> Any:
+def build_dataclass(cls: type, values: dict, prefix: str, what: str = "here") -> Any:
+    """A config dataclass from plain data: each key converted to its field's type (component sections through
+    the registry); an unknown key is a ConfigError naming the dotted key and the valid ones."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key '{dotted}'; valid keys here: {_section_keys(cls)}")
-        kwargs[key] = _convert(value, hints[key], dotted)
-    return cls(**kwargs)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{dotted}'; valid keys {what}: {_section_keys(cls)}")
+        registry = fields[key].metadata.get("registry")
+        if registry is not None:
+            kwargs[key] = build_component(registry, value, dotted, default=fields[key].default_factory().name)
+        else:
+            kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a dataclass field without a default that the mapping did not give
+        raise ConfigError(f"{prefix or 'config'}: {err}") from err
+
+
+def build_component(registry: Registry, value: Any, key: str, default: str | None = None) -> Options:
+    """The options of the component that `value` (a mapping with `name`, or just the name) selects, built and
+    checked by that component's own options class; errors name `key` and the valid keys of that component."""
+    if isinstance(value, Options):
+        values = dataclasses.asdict(value)
+    elif isinstance(value, str):
+        values = {"name": value}
+    elif isinstance(value, dict):
+        values = dict(value)
+    else:
+        raise ConfigError(f"{key}: expected a mapping with a 'name' (one of {', '.join(registry.names())}) "
+                          f"or a name, got {value!r}")
+    name = values.get("name", default)
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.name is required: one of {', '.join(registry.names())}")
+    try:
+        entry = registry.get(name)
+    except UnknownComponentError as err:
+        raise ConfigError(f"{key}.name: {err}") from None
+    options = build_dataclass(entry.options or Options, {**values, "name": entry.name}, key,
+                     what=f"for {registry.kind} '{entry.name}'")
+    try:
+        options.check(key)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return options
 
 
 def config_from_dict(values: dict) -> ExperimentConfig:
-    """Build and validate an `ExperimentConfig` from plain data."""
+    """Build and validate an `ExperimentConfig` from plain data (the layout of socratic 0.1 is migrated)."""
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(values).__name__}")
-    config = _build(ExperimentConfig, values, "")
+    values = migrate_legacy(values)
+    data = values.get("data", {})
+    if isinstance(data, dict) and "augment" not in data:  # the dataset's own default augmentation
+        name = data.get("name", "fashion_mnist")
+        if isinstance(name, str) and name in DATASETS:
+            values = {**values, "data": {**data, "augment": dict(DATASETS.get(name).meta.get("augment",
+                                                                                            {"name": "none"}))}}
+    config = build_dataclass(ExperimentConfig, values, "")
     validate(config)
     return config
+
+
+# method keys of socratic 0.1's flat `method` section, by the methods that read them
+_LEGACY_METHOD_KEYS = {"ce": (), "kd": ("temperature", "ce_weight", "kd_weight"),
+                       "fitnet": ("ce_weight", "hint_weight", "hint_layer")}
+_LEGACY_FLAT_KEYS = ("temperature", "ce_weight", "kd_weight", "hint_weight", "hint_layer")
+
+
+def migrate_legacy(values: dict) -> dict:
+    """A config in socratic 0.1's layout (a flat `method` section beside a `multiteacher` section, `data.augment`
+    a boolean; every saved `config.yaml` of that version has the `multiteacher` key) in today's layout: the keys
+    the selected method reads move into `method`, the others are dropped. Anything else is returned unchanged."""
+    data = values.get("data")
+    legacy_augment = isinstance(data, dict) and isinstance(data.get("augment"), bool)
+    if "multiteacher" not in values and not legacy_augment:
+        return values
+    values = dict(values)
+    if legacy_augment:
+        data = dict(data)
+        if data["augment"]:
+            del data["augment"]  # the dataset's default, as in 0.1
+        else:
+            data["augment"] = {"name": "none"}
+        values["data"] = data
+    if "multiteacher" in values:
+        multiteacher = values.pop("multiteacher") or {}
+        method = dict(values.get("method") or {})
+        name = method.get("name", "ce")
+        if name in _LEGACY_METHOD_KEYS:
+            keep = _LEGACY_METHOD_KEYS[name]
+            method = {k: v for k, v in method.items() if k == "name" or k in keep or k not in _LEGACY_FLAT_KEYS}
+        elif isinstance(multiteacher, dict):  # a multi-teacher method: its options were the multiteacher section
+            method = {"name": name, **{k: v for k, v in method.items() if k not in _LEGACY_FLAT_KEYS and k != "name"},
+                      **multiteacher}
+        values["method"] = method
+    warnings.warn("this config has the layout of socratic 0.1 (a 'multiteacher' section or a boolean "
+                  "data.augment); it was migrated: method options now live in the method section "
+                  "(docs/configs.md)", stacklevel=3)
+    return values
 
 
 def config_to_dict(config: ExperimentConfig) -> dict:
@@ -164,9 +252,12 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if values is None:
+        raise ConfigError(f"{path} is empty: a config names at least its data, student and method "
+                          "(see configs/ for examples; docs/configs.md lists every key)")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     return values
@@ -184,10 +275,10 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 
 _CHOICES = {
-    "data.name": ("fashion_mnist", "cifar10", "cifar100", "imagefolder"),
     "optim.schedule": ("multistep", "cosine", "constant"),
     "optim.optimizer": ("sgd", "adam", "rmsprop"),
-    "runtime.precision": ("fp32", "bf16", "fp16"),
+    "runtime.precision": ("auto", "fp32", "bf16", "fp16"),
+    "search.direction": ("maximize", "minimize"),
 }
 
 
@@ -198,11 +289,15 @@ def _get(config: ExperimentConfig, dotted: str) -> Any:
     return node
 
 
-def validate(config: ExperimentConfig) -> None:
-    """Value checks beyond types: choices, ranges, and what each method needs."""
-    from socratic.distillers import is_multi_teacher, list_distillers  # late import: distillers import the schema
+def teacher_count_text(low: int, high: int | None) -> str:
+    if high == low:
+        return f"exactly {low}" if low else "no"
+    return f">= {low}" if high is None else f"{low} to {high}"
 
-    choices = {**_CHOICES, "method.name": tuple(list_distillers())}
+
+def validate(config: ExperimentConfig) -> None:
+    """Value checks beyond types and the components' own checks: choices, ranges, what a method needs."""
+    choices = {**_CHOICES, "data.name": tuple(DATASETS.names())}
     for key, allowed in choices.items():
         value = _get(config, key)
         if value not in allowed:
@@ -211,46 +306,38 @@ def validate(config: ExperimentConfig) -> None:
     for key in positive:
         if _get(config, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {_get(config, key)}")
-    non_negative = [
-        "optim.momentum", "optim.weight_decay", "optim.warmup_epochs", "optim.min_lr",
-        "method.ce_weight", "method.kd_weight", "method.hint_weight",
-    ]
+    non_negative = ["optim.momentum", "optim.weight_decay", "optim.warmup_epochs", "optim.min_lr"]
     for key in non_negative:
         if _get(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(config, key)}")
-    if config.method.temperature <= 0:
-        raise ConfigError(f"method.temperature must be > 0, got {config.method.temperature}")
     subset = config.data.train_subset
     if subset is not None and (subset <= 0 or (subset > 1 and subset != int(subset))):
         raise ConfigError(f"data.train_subset must be a fraction in (0, 1] or a whole count > 1, got {subset}")
     if sorted(config.optim.milestones) != config.optim.milestones:
         raise ConfigError(f"optim.milestones must be increasing, got {config.optim.milestones}")
-    needs_teacher = config.method.name != "ce"
-    multi_teacher = is_multi_teacher(config.method.name)
-    if multi_teacher and len(config.teachers) < 2:
-        raise ConfigError(f"method.name '{config.method.name}' is a multi-teacher method: it needs >= 2 entries in "
-                          f"teachers, got {len(config.teachers)}")
-    if needs_teacher and not multi_teacher and len(config.teachers) != 1:
-        raise ConfigError(
-            f"method.name '{config.method.name}' needs exactly one entry in teachers, got {len(config.teachers)}"
-        )
-    if not needs_teacher and config.teachers:
-        raise ConfigError("method.name 'ce' trains without a teacher: remove the teachers list")
+    method = METHODS.get(config.method.name)
+    low, high = method.meta.get("teachers", (0, 0))
+    count = len(config.teachers)
+    if count < low or (high is not None and count > high):
+        need = teacher_count_text(low, high)
+        hint = ": remove the teachers list" if high == 0 else ""
+        raise ConfigError(f"method.name '{method.name}' takes {need} teacher(s) (entries in teachers), "
+                          f"got {count}{hint}")
     for i, teacher in enumerate(config.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")
-    _validate_da(config)
-    _validate_multiteacher(config)
+    try:
+        config.runtime.check("runtime")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    _validate_da(config, method.meta)
 
 
-def _validate_da(config: ExperimentConfig) -> None:
+def _validate_da(config: ExperimentConfig, method_meta: dict) -> None:
     """The `da` section is checked even when disabled, so a typo never waits for the day it is enabled."""
-    from socratic.augment.disagreement import check_options  # late import: keeps the config package light
-
     da = config.da
     try:
-        check_options(steps=da.steps, lr=da.lr, prob=da.prob, objective=da.objective, optimizer=da.optimizer,
-                      temperature=da.temperature, clamp=da.clamp, target=da.target, after_every=da.after_every)
+        da.check("da")
     except ValueError as err:
         raise ConfigError(str(err)) from err
     if not da.enabled:
@@ -259,38 +346,10 @@ def _validate_da(config: ExperimentConfig) -> None:
         raise ConfigError(f"da.enabled: Disagreement Augmentation needs a teacher, and method.name "
                           f"'{config.method.name}' has none (use a distillation method such as kd with teachers)")
     if da.target == "weighted":
-        from socratic.distillers import is_multi_teacher
-
-        if not is_multi_teacher(config.method.name):
-            raise ConfigError(f"da.target=weighted needs a multi-teacher method (aver, ebkd, camkd, aekd, mtkd_rl) "
-                              f"whose teacher weights it uses; method.name is '{config.method.name}'")
+        if not method_meta.get("teacher_weights"):
+            weighted = [e.name for e in METHODS.entries() if e.meta.get("teacher_weights")]
+            raise ConfigError(f"da.target=weighted needs a multi-teacher method ({', '.join(weighted)}) whose "
+                              f"teacher weights it uses; method.name is '{config.method.name}'")
     elif da.target != "mean" and da.target >= len(config.teachers):
         raise ConfigError(f"da.target={da.target} but the config has {len(config.teachers)} teacher(s): "
                           f"use 'mean' or 0..{len(config.teachers) - 1}")
-
-
-# method keys a multi-teacher method does not read (its loss weights live in the multiteacher section)
-_UNUSED_BY_MULTI_TEACHER = {
-    "temperature": "set multiteacher.temperature instead", "ce_weight": "the CE weight is 1, as in Eq. (2)",
-    "kd_weight": "set multiteacher.alpha instead", "hint_weight": "set multiteacher.beta instead",
-    "hint_layer": "set multiteacher.feature_layer instead",
-}
-
-
-def _validate_multiteacher(config: ExperimentConfig) -> None:
-    """The `multiteacher` section is checked whatever the method; a multi-teacher method refuses method keys
-    set away from their defaults, since it would silently ignore them."""
-    from socratic.distillers import is_multi_teacher
-    from socratic.multiteacher.options import check_options
-
-    try:
-        check_options(config.multiteacher)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    if not is_multi_teacher(config.method.name):
-        return
-    defaults = dataclasses.asdict(type(config.method)())
-    for key, instead in _UNUSED_BY_MULTI_TEACHER.items():
-        if getattr(config.method, key) != defaults[key]:
-            raise ConfigError(f"method.{key} is not used by the multi-teacher method '{config.method.name}': "
-                              f"remove it ({instead})")

@@ -1,24 +1,36 @@
 """Typed experiment configuration: one dataclass per config section.
 
-The YAML keys are exactly the field names below; `docs/configs.md` lists them with their meaning.
+The YAML keys are exactly the field names below; `docs/configs.md` lists them with their meaning. Sections that
+select a component (`method`, `data.augment`) are tagged unions: their `name` picks the component in
+`socratic.registry`, and that component's own options dataclass gives the other keys, their defaults and checks.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
+
+from socratic.registry import AUGMENTATIONS, METHODS, Options, Registry
+
+
+def component(registry: Registry, default: str) -> Any:
+    """A config field holding the options of one component of `registry`, selected by its `name` key."""
+    return field(default_factory=lambda: registry.default_options(default), metadata={"registry": registry})
 
 
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how batches are made."""
 
-    name: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder
+    name: str = "fashion_mnist"  # a registered dataset (socratic.registry.DATASETS): fashion_mnist, cifar10, ...
     root: str | None = None  # folder with the files; None = the dataset's default places
     train_subset: float | None = None  # fraction in (0, 1], or a count > 1 of training images (stratified)
     subset_seed: int = 0
     batch_size: int = 64
     eval_batch_size: int = 256
-    augment: bool = True  # random crop + horizontal flip on tensors
+    # the training batch transform (socratic.registry.AUGMENTATIONS); not given = the dataset's default
+    augment: Options = component(AUGMENTATIONS, "crop_flip")
     download: bool = False  # allow a download when the data is missing (never in tests)
     cache_dir: str | None = None  # decoded-uint8 cache; None = $SOCRATIC_CACHE or ~/.cache/socratic
 
@@ -30,18 +42,6 @@ class ModelConfig:
     name: str = "resnet8"
     checkpoint: str | None = None  # teachers: a checkpoint made by `socratic train`, or a state dict
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments
-
-
-@dataclass
-class MethodConfig:
-    """The distillation method and its loss weights (see `socratic.distillers`)."""
-
-    name: str = "ce"  # ce | kd | fitnet
-    temperature: float = 4.0  # KD temperature T
-    ce_weight: float = 0.1  # weight of the cross-entropy on labels
-    kd_weight: float = 0.9  # weight of T^2 * KL(teacher || student)
-    hint_weight: float = 100.0  # FitNet: weight of the hint MSE
-    hint_layer: int = 2  # FitNet: index into Features.stages (0 = stem output), as mdistiller's HINT_LAYER
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RuntimeConfig:
     """Where and how the computation runs."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    precision: str = "auto"  # auto (bf16 where the hardware has it natively, else fp32) | fp32 | bf16 | fp16 (CUDA)
     channels_last: bool = False
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
@@ -76,11 +76,44 @@ class RuntimeConfig:
     sync_bn: bool = False  # under torchrun: SyncBatchNorm in the student and extras (CUDA only; docs/distributed.md)
     find_unused_parameters: bool = False  # under torchrun: DDP option for trainable parameters a step may not use
 
+    def check(self, prefix: str = "runtime") -> None:
+        """A device this machine cannot run is refused with the config, before anything is loaded."""
+        match = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", self.device)
+        if self.device != "auto" and match is None:
+            raise ValueError(f"{prefix}.device: '{self.device}' is not a device (use auto, cpu, cuda, cuda:N or mps)")
+        if match is None or match.group(1) == "cpu":
+            return
+        import torch
+
+        if match.group(1) == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"{prefix}.device: '{self.device}' asks for CUDA but this machine has no CUDA device "
+                                 f"(torch {torch.__version__}, CUDA available: no); use auto or cpu")
+            index = int(match.group(2) or 0)
+            if index >= torch.cuda.device_count():
+                raise ValueError(f"{prefix}.device: '{self.device}' but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s): use cuda:0..{torch.cuda.device_count() - 1}")
+        elif not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"{prefix}.device: 'mps' but Apple's MPS backend is not available here; use auto or cpu")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 @dataclass
 class DAConfig:
     """Disagreement Augmentation (Wong et al., "A Socratic Approach to Knowledge Distillation", ICCV 2025
-    submission): a batch transform between the loader and the distiller; defaults are the paper's values."""
+    submission): a batch transform between the loader and the distiller; defaults are the paper's values
+    (Sec. 4.1: e = 1, alpha = 0.01778, p = 0.7374). RL policy distillation uses the same section with its own
+    presets (socratic.rl.config)."""
+
+    OBJECTIVES = ("l1_mse", "kl", "mse")
+    OPTIMIZERS = ("adam", "sign", "sgd")
 
     enabled: bool = False
     steps: int = 1  # input optimisation steps per perturbed batch (paper: e = 1)
@@ -93,40 +126,44 @@ class DAConfig:
     target: str | int = "mean"  # mean of the teachers' logits, a teacher index, or weighted (multi-teacher methods)
     after_every: int = 10  # measure the disagreement after the step on every n-th perturbed batch (0 = never)
 
+    def check(self, prefix: str = "da") -> None:
+        """Raise a ValueError naming the key (`da.prob`, ...) and what is valid when an option is out of range;
+        checked even when disabled, so a typo never waits for the day it is enabled."""
+        if not _is_int(self.steps) or self.steps < 0:
+            raise ValueError(f"{prefix}.steps must be an integer >= 0 (input optimisation steps per batch), "
+                             f"got {self.steps!r}")
+        if not _is_number(self.lr) or not self.lr > 0:
+            raise ValueError(f"{prefix}.lr must be a number > 0 (the input step size alpha), got {self.lr!r}")
+        if not _is_number(self.prob) or not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"{prefix}.prob must be a probability in [0, 1], got {self.prob!r}")
+        if self.objective not in self.OBJECTIVES:
+            raise ValueError(f"{prefix}.objective: {self.objective!r} is not one of {', '.join(self.OBJECTIVES)}")
+        if self.optimizer not in self.OPTIMIZERS:
+            raise ValueError(f"{prefix}.optimizer: {self.optimizer!r} is not one of {', '.join(self.OPTIMIZERS)}")
+        if not _is_number(self.temperature) or not self.temperature > 0:
+            raise ValueError(f"{prefix}.temperature must be a number > 0, got {self.temperature!r}")
+        clamp = self.clamp
+        if clamp is not None:
+            ok = (isinstance(clamp, (list, tuple)) and len(clamp) == 2 and all(_is_number(v) for v in clamp)
+                  and 0.0 <= clamp[0] < clamp[1] <= 1.0)
+            if not ok:
+                raise ValueError(f"{prefix}.clamp must be null or [low, high] with 0 <= low < high <= 1 "
+                                 f"(pixel range in [0, 1]), got {clamp!r}")
+        target = self.target
+        if not (target in ("mean", "weighted") or (_is_int(target) and target >= 0)):
+            raise ValueError(f"{prefix}.target must be 'mean' (the teachers' mean logits), 'weighted' (the teachers' "
+                             f"logits weighted by a multi-teacher method) or a teacher index 0, 1, ..., got {target!r}")
+        if not _is_int(self.after_every) or self.after_every < 0:
+            raise ValueError(f"{prefix}.after_every must be an integer >= 0 (0 = never measure the disagreement "
+                             f"after the step), got {self.after_every!r}")
+
 
 @dataclass
-class AgentConfig:
-    """MTKD-RL's agent (Yang et al., "Multi-Teacher Knowledge Distillation with Reinforcement Learning for Visual
-    Recognition", AAAI 2025); defaults follow the paper, the reference code's choices are selectable."""
+class SearchConfig:
+    """What a hyperparameter search (`socratic search`) optimises: a key of the run's per-epoch metrics."""
 
-    layout: str = "per_teacher"  # per_teacher (paper: one MLP per teacher) | shared (reference: one MLP over all states)
-    hidden: int = 128  # hidden width of the agent MLP(s)
-    lr: float = 0.1  # agent learning rate (reference: SGD 0.1, constant)
-    optimizer: str = "sgd"  # sgd (no momentum, as the reference) | adam
-    combine: str = "mean"  # mean of agent, confidence and divergence weights | dynamic (learned mix) | none (agent only)
-    reward: str = "paper"  # paper (Eq. 5 + Eq. 7) | paper_literal (Eq. 7 as printed) | reference (z-score, clamp [0, 1])
-    update: str = "paper"  # paper (Eq. 6: ascent on R * w) | reference (reward-weighted BCE of w towards 1)
-    update_every: int = 0  # also update after every N student batches (reference: 1000); 0 = only at epoch ends
-    warmup_epochs: int = 1  # Algorithm 1: epochs with all weights 1 before the agent acts (then pre-trained on them)
-
-
-@dataclass
-class MultiTeacherConfig:
-    """Multi-teacher distillation (methods aver, ebkd, camkd, aekd, mtkd_rl; docs/methods/multiteacher.md):
-    loss = CE + alpha * sum_m w_l^m KL_m + beta * sum_m w_f^m MSE(r_m(F_S), F_Tm), the MTKD-RL paper's Eq. (2)."""
-
-    alpha: float = 1.0  # weight of the teacher-weighted logit KD term
-    beta: float = 5.0  # weight of the teacher-weighted feature (FitNet MSE) term
-    temperature: float = 4.0  # KD temperature T of every KL term
-    feature_loss: bool = True  # the feature term; false = logit KD only
-    feature_layer: int = -1  # index into Features.stages of student and teachers (-1 = the last stage)
-    reference_scale: bool = True  # ebkd/camkd: divide their weighted sums by M, as their reference code does
-    entropy_temperature: float = 1.0  # ebkd: softmax temperature of the teacher entropies
-    camkd_feature_weights: str = "confidence"  # camkd feature term: confidence (CE of r_m(F_S) through T_m's head) | equal
-    aekd_c: float = 0.6  # aekd: upper bound C of each teacher weight (nu = 1 / (C * M))
-    aekd_normalize: bool = False  # aekd: L2-normalise the gradients before the SVM (reference --svm_norm)
-    aekd_features: str = "gradient"  # aekd feature term: gradient (same rule on the feature gradients) | equal
-    agent: AgentConfig = field(default_factory=AgentConfig)
+    objective: str = "val_top1"  # any numeric key of metrics.jsonl (RL runs: eval_score_mean)
+    direction: str = "maximize"  # maximize | minimize
 
 
 @dataclass
@@ -139,8 +176,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     teachers: list[ModelConfig] = field(default_factory=list)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Options = component(METHODS, "ce")  # the method's own options: docs/methods/
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     da: DAConfig = field(default_factory=DAConfig)
-    multiteacher: MultiTeacherConfig = field(default_factory=MultiTeacherConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)

@@ -8,7 +8,7 @@
         for x, y in loader: ...
 """
 
-from .augment import BatchAugment, default_augment, normalize
+from .augment import BatchAugment, BatchTransform, build_augment, default_augment, normalize
 from .cache import resolve_cache_dir
 from .constants import DATASET_NAMES, FASHION_MNIST_CLASSES, NORMALIZATION, normalization
 from .datasets import ImageDataset, compute_mean_std, load_dataset
@@ -19,6 +19,8 @@ from .subset import stratified_indices, stratified_subset
 
 __all__ = [
     "BatchAugment",
+    "BatchTransform",
+    "build_augment",
     "DATASET_NAMES",
     "DataFormatError",
     "DatasetNotFoundError",

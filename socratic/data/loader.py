@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .augment import BatchAugment
+from .augment import BatchTransform
 from .datasets import ImageDataset
 
 
@@ -50,7 +50,7 @@ class TensorLoader:
         batch_size: int,
         *,
         shuffle: bool = False,
-        augment: BatchAugment | None = None,
+        augment: BatchTransform | None = None,
         seed: int = 0,
         drop_last: bool = False,
         device: str | torch.device = "cpu",

@@ -1,32 +1,45 @@
-"""The distiller contract: a student, frozen teachers, and any trainable extras."""
+"""The distiller contract: a student, frozen teachers, and any trainable extras; `METHODS` registers each method."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.config.schema import MethodConfig
+from socratic.registry import METHODS, Options
+
+register_distiller = METHODS.register  # @register_distiller("kd", options=KDOptions, teachers=(1, 1))
 
 
 class Distiller(nn.Module):
     """Base class of every method.
 
-    `forward_train(x, y)` returns the student's logits and a dict of named, already weighted losses;
-    the trainer sums them. `forward(x)` is the student alone (evaluation). Teachers are frozen and stay in
-    eval mode whatever `train()` is called with.
+    `forward_train(x, y, ctx)` returns the student's logits and a dict of named, already weighted losses; the
+    run skeleton sums them. `ctx` (a `TrainContext`: epoch, step, epochs, steps per epoch) is where a method
+    takes its warm-ups and schedules from, so they are exact on resume. `forward(x)` is the student alone
+    (evaluation). Teachers are frozen and stay in eval mode whatever `train()` is called with.
+
+    A method registers its class with its options dataclass and metadata `teachers=(min, max)` (max None: no
+    upper bound); `from_options` builds it, by default passing every option as a keyword argument.
     """
 
-    def __init__(self, student: nn.Module, teachers: Sequence[nn.Module] = ()) -> None:
+    def __init__(self, student: nn.Module, teachers: nn.Module | Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.student = student
-        self.teachers = nn.ModuleList(teachers)
+        self.teachers = nn.ModuleList([teachers] if isinstance(teachers, nn.Module) else list(teachers))
         for teacher in self.teachers:
             teacher.requires_grad_(False)
             teacher.eval()
+
+    @classmethod
+    def from_options(cls, options: Options, student: nn.Module, teachers: Sequence[nn.Module]) -> "Distiller":
+        """Build the method from its (checked) options."""
+        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "name"}
+        return cls(student, teachers, **kwargs)
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
@@ -67,26 +80,30 @@ class Distiller(nn.Module):
         return self.teacher(x)
 
 
-DistillerFactory = Callable[..., Distiller]  # (method, student, teachers, **options) -> Distiller
-_DISTILLERS: dict[str, DistillerFactory] = {}
-
-
-def register_distiller(name: str) -> Callable[[DistillerFactory], DistillerFactory]:
-    def decorate(factory: DistillerFactory) -> DistillerFactory:
-        _DISTILLERS[name] = factory
-        return factory
-
-    return decorate
-
-
 def list_distillers() -> list[str]:
-    return sorted(_DISTILLERS)
+    """The registered method names."""
+    return METHODS.names()
 
 
-def create_distiller(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module] = (),
-                     **options: Any) -> Distiller:
-    """Build the distiller named by `method.name` around an existing student and teachers; `options` go to
-    factories that take more than the method section (e.g. `multiteacher=` for the multi-teacher methods)."""
-    if method.name not in _DISTILLERS:
-        raise ValueError(f"unknown method '{method.name}'; available: {', '.join(list_distillers())}")
-    return _DISTILLERS[method.name](method, student, teachers, **options)
+def method_options(name: str, **values: Any) -> Options:
+    """The options of method `name` with `values` replacing defaults, checked (a ValueError names the key)."""
+    options = dataclasses.replace(METHODS.default_options(name), **values)
+    options.check("method")
+    return options
+
+
+def create_distiller(method: Options | str, student: nn.Module, teachers: nn.Module | Sequence[nn.Module] = (),
+                     **values: Any) -> Distiller:
+    """Build a registered method around an existing student and teachers.
+
+    `method` is the method's options (a config's `method` section) or its name, whose defaults `values`
+    replace: `create_distiller("kd", student, teacher, temperature=2)`.
+    """
+    options = method_options(method, **values) if isinstance(method, str) else method
+    entry = METHODS.get(options.name)
+    teachers = [teachers] if isinstance(teachers, nn.Module) else list(teachers)
+    low, high = entry.meta.get("teachers", (0, 0))
+    if len(teachers) < low or (high is not None and len(teachers) > high):
+        need = f"{low}" if high == low else (f">= {low}" if high is None else f"{low} to {high}")
+        raise ValueError(f"method '{entry.name}' takes {need} teacher(s), got {len(teachers)}")
+    return entry.factory.from_options(options, student, teachers)

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.config.schema import MethodConfig
 from socratic.distillers.base import Distiller, register_distiller
 from socratic.losses import cross_entropy, fitnet_loss
+from socratic.registry import Options
+
+
+@dataclass
+class FitNetOptions(Options):
+    """`method: {name: fitnet, ...}`; defaults as mdistiller's FitNet recipe (CE 1, hint 100, HINT_LAYER 2)."""
+
+    name: str = "fitnet"
+    ce_weight: float = 1.0  # weight of the cross-entropy on labels
+    hint_weight: float = 100.0  # weight of the hint MSE
+    hint_layer: int = 2  # index into Features.stages (0 = stem output), as mdistiller's HINT_LAYER
+
+    def check(self, prefix: str) -> None:
+        self.require_non_negative(prefix, "ce_weight", "hint_weight")
 
 
 class HintRegressor(nn.Module):
@@ -29,17 +43,19 @@ class HintRegressor(nn.Module):
         return x
 
 
+@register_distiller("fitnet", options=FitNetOptions, teachers=(1, 1))
 class FitNet(Distiller):
     """Romero et al. 2015, "FitNets: Hints for Thin Deep Nets".
 
     loss = ce_weight * CE + hint_weight * MSE(r(F_s[hint_layer]), F_t[hint_layer]). Deviation from the
     paper: hint and classification are trained jointly from the start (as mdistiller/CRD do), not in two
-    stages. Note that `ce_weight` defaults to 0.1 for KD; FitNet recipes use 1.0 (see configs/).
+    stages.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, hint_layer: int = 2,
+    def __init__(self, student: nn.Module, teacher: nn.Module | Sequence[nn.Module], hint_layer: int = 2,
                  ce_weight: float = 1.0, hint_weight: float = 100.0) -> None:
-        super().__init__(student, [teacher])
+        super().__init__(student, teacher)
+        teacher = self.teacher
         for role, model in (("student", student), ("teacher", teacher)):
             stages = getattr(model, "stage_channels", None)
             if stages is None:
@@ -67,8 +83,3 @@ class FitNet(Distiller):
             "ce": self.ce_weight * cross_entropy(features.logits, y),
             "hint": self.hint_weight * fitnet_loss(student_hint, teacher_hint),
         }
-
-
-@register_distiller("fitnet")
-def _build(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module]) -> Distiller:
-    return FitNet(student, teachers[0], method.hint_layer, method.ce_weight, method.hint_weight)

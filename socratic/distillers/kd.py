@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.config.schema import MethodConfig
 from socratic.distillers.base import Distiller, register_distiller
 from socratic.losses import cross_entropy, kd_loss
+from socratic.registry import Options
 
 
+@dataclass
+class KDOptions(Options):
+    """`method: {name: kd, ...}`; defaults T=4, CE 0.1, KD 0.9 as in the CIFAR-100 recipe of mdistiller/CRD."""
+
+    name: str = "kd"
+    temperature: float = 4.0  # KD temperature T
+    ce_weight: float = 0.1  # weight of the cross-entropy on labels
+    kd_weight: float = 0.9  # weight of T^2 * KL(teacher || student)
+
+    def check(self, prefix: str) -> None:
+        self.require_positive(prefix, "temperature")
+        self.require_non_negative(prefix, "ce_weight", "kd_weight")
+
+
+@register_distiller("kd", options=KDOptions, teachers=(1, 1))
 class KD(Distiller):
     """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
 
-    loss = ce_weight * CE(s, y) + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T)); defaults T=4,
-    CE 0.1, KD 0.9 as in the CIFAR-100 recipe of mdistiller/CRD.
+    loss = ce_weight * CE(s, y) + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T)).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 4.0,
+    def __init__(self, student: nn.Module, teacher: nn.Module | Sequence[nn.Module], temperature: float = 4.0,
                  ce_weight: float = 0.1, kd_weight: float = 0.9) -> None:
-        super().__init__(student, [teacher])
+        super().__init__(student, teacher)
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
@@ -34,8 +49,3 @@ class KD(Distiller):
             "ce": self.ce_weight * cross_entropy(logits, y),
             "kd": self.kd_weight * kd_loss(logits, teacher_logits, self.temperature),
         }
-
-
-@register_distiller("kd")
-def _build(method: MethodConfig, student: nn.Module, teachers: Sequence[nn.Module]) -> Distiller:
-    return KD(student, teachers[0], method.temperature, method.ce_weight, method.kd_weight)

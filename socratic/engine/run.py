@@ -12,7 +12,7 @@ API
 ``check_output_writable(output_dir)``
     Call it before loading any data: an output folder that cannot be written is an `OutputNotWritableError`.
 ``RunFolder(path, config, *, resume=False, overwrite=False, accept_config_changes=False, defaults=None,
-            ignore=NON_NUMERIC_KEYS)``
+            ignore=NON_NUMERIC_KEYS, read_saved=None)``
     The folder of one run. ``open()`` (or ``with folder:``) takes an exclusive lock on it for the whole run
     (``fcntl.flock`` on ``<output_dir>/<name>/.seed<seed>.lock``, which holds the PID; the kernel drops the
     lock when the process dies, so a lock file left by a killed run is simply taken over) -- a second writer
@@ -20,7 +20,7 @@ API
     a fresh run (no ``config.yaml``) or ``overwrite`` builds the folder beside it and renames it into place
     (atomic: a run folder always has its ``config.yaml``); ``resume`` needs ``checkpoints/last.pt`` and the
     same config as the saved one for every key that affects numerics (all but `ignore`; a changed key is
-    named as ``key: old -> new``) unless ``accept_config_changes``, which rewrites ``config.yaml`` and
+    named as ``key: old -> new``; `read_saved` brings a saved config of an older layout into today's) unless ``accept_config_changes``, which rewrites ``config.yaml`` and
     appends the change to ``config_changes.jsonl``; orphaned ``.*.tmp`` files of an interrupted checkpoint
     write are removed. ``close()`` releases the lock. ``check()`` makes the same checks without the lock or any
     write: call it before loading data to fail fast.
@@ -40,7 +40,9 @@ API
     named (or, when there is none, the empty run folder removed).
     ``last.pt`` holds the kind's ``state_dict()`` plus the skeleton's ``epoch``, ``rng``
     (`engine.runtime.rng_state`: torch, CUDA, NumPy's and Python's global generators), ``best`` and
-    ``device_type`` (a resumed run on another device type is refused like a config change).
+    ``resolved`` (`Run.resolved()`: settings as this machine resolved them -- the device type, and for
+    classification the precision `auto` became; a resume that resolves them differently is refused like a
+    config change).
 
 A kind of run overrides:
 
@@ -56,6 +58,8 @@ A kind of run overrides:
 * ``best_state(epoch, metrics) -> dict``: what ``best.pt`` holds (default: ``state_dict()``).
 * ``summary(history, wall_time) -> dict``: ``summary.json`` (default: name the best epoch).
 * ``epoch_line(metrics) -> str | None``: the line printed after each epoch (None: nothing).
+* ``resolved() -> dict``: numerics settings as resolved on this machine (default: the device type); add any
+  ``auto`` the kind resolves.
 * class attributes ``score_key`` (the metric best.pt is chosen by, higher is better; None: no best.pt) and
   ``best_key`` (the metric that records the best score so far).
 
@@ -307,12 +311,14 @@ class RunFolder:
 
     `config` is the resolved config as plain data; `defaults` the config of a default run (a key that a saved
     config lacks counts with its default); `ignore` the keys that may change on resume (see
-    `NON_NUMERIC_KEYS`). See the module docstring for what `open()` does.
+    `NON_NUMERIC_KEYS`); `read_saved(saved) -> dict` the saved config.yaml in today's layout (a migration;
+    default: as saved). See the module docstring for what `open()` does.
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
                  accept_config_changes: bool = False, defaults: dict[str, Any] | None = None,
-                 ignore: Iterable[str] = NON_NUMERIC_KEYS) -> None:
+                 ignore: Iterable[str] = NON_NUMERIC_KEYS,
+                 read_saved: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if resume and overwrite:
             raise RunFolderError("--resume and --overwrite exclude each other: continue the run or replace it")
         self.path = Path(path)
@@ -320,6 +326,7 @@ class RunFolder:
         self.resume, self.overwrite, self.accept_config_changes = resume, overwrite, accept_config_changes
         self.defaults = defaults
         self.ignore = tuple(ignore)
+        self.read_saved = read_saved
         self.changes: list[tuple[str, Any, Any]] = []  # accepted config changes of this resume
         self._lock = _FolderLock(self.path.parent / f".{self.path.name}.lock", self.path)
         self.created = False  # whether open() made the folder (a NaN before any checkpoint removes it again)
@@ -397,6 +404,8 @@ class RunFolder:
         if not self.config_path.is_file():
             raise RunFolderError(f"--resume: {self.path} has no config.yaml, so it is not a run folder")
         saved = yaml.safe_load(self.config_path.read_text()) or {}
+        if self.read_saved is not None:
+            saved = self.read_saved(saved)
         changes = config_changes(saved, self.config, self.defaults, self.ignore)
         if changes and not self.accept_config_changes:
             raise self._changed_error(changes)
@@ -600,19 +609,24 @@ class Run:
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         return None
 
+    def resolved(self) -> dict[str, Any]:
+        """Numerics settings as this machine resolves them, kept in last.pt and compared on resume."""
+        return {"runtime.device (device type)": self.device.type}
+
     # ---------------------------------------------------------------------------------------- the skeleton
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         state = self.state_dict()
-        state.update(epoch=epoch, rng=rng_state(), device_type=self.device.type,
+        state.update(epoch=epoch, rng=rng_state(), resolved=self.resolved(),
                      best={"score": self.best_score, "epoch": self.best_epoch})
         return state
 
     def _resume(self) -> None:
         state = distributed.load_on_all_ranks(self.folder.last_path,
                                               lambda path: load_checkpoint(path, map_location=self.device))
-        saved_type = state.get("device_type")
-        if saved_type is not None and saved_type != self.device.type:
-            self.folder.accept([("runtime.device (device type)", saved_type, self.device.type)])
+        saved, now = state.get("resolved", {}), self.resolved()
+        changed = [(key, saved[key], value) for key, value in now.items() if key in saved and saved[key] != value]
+        if changed:
+            self.folder.accept(changed)
         self.load_state_dict(state)
         best = state.get("best") or {"score": state.get("best_top1", -math.inf), "epoch": None}  # before run.py
         self.best_score, self.best_epoch = float(best["score"]), best["epoch"]

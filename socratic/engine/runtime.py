@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import resource
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,29 +33,56 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """`auto` -> bf16 where the hardware runs it natively (a CUDA GPU with bf16, a CPU with AVX-512-BF16 or AMX,
+    an Arm CPU with BF16), else fp32; any other value is returned as it is. The answer depends on the machine, so
+    it is what a run logs, never what a default is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU/CUDA, fp16 autocast on CUDA, or nothing for fp32."""
+    """bf16 autocast on CPU/CUDA, fp16 autocast on CUDA, or nothing for fp32 (`auto`: `resolve_precision`)."""
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("runtime.precision: fp16 needs a CUDA device; use bf16 on CPU")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn(
-            f"runtime.precision: bf16 on a CPU without AVX-512 ({torch.backends.cpu.get_cpu_capability()}) is "
-            "emulated and can be ~9x slower than fp32; set runtime.precision: fp32 on this machine",
+            f"runtime.precision: bf16 on a CPU without native bf16 (AVX-512-BF16 or AMX; this one: "
+            f"{torch.backends.cpu.get_cpu_capability()}) is emulated and can be ~9x slower than fp32; "
+            "runtime.precision: auto picks fp32 here",
             stacklevel=2,
         )
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU's kernels get native bf16 arithmetic (x86 AVX-512 builds, Arm SVE), not an emulation."""
-    return torch.backends.cpu.get_cpu_capability() not in {"DEFAULT", "NO AVX", "AVX2"}
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic instructions (x86 AVX-512-BF16 or AMX-BF16, Arm BF16), read from the
+    CPU flags the kernel reports; False where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A loss scaler, active only for fp16 on CUDA (bf16 has fp32's range and needs none)."""
+    precision = resolve_precision(device, precision)
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
 
 

@@ -19,7 +19,7 @@ from socratic.engine import distributed
 from socratic.engine.evaluate import accuracy_from_counts, evaluate_counts
 from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress
-from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb
+from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision
 
 # A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
 # x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset.
@@ -268,6 +268,11 @@ class Trainer(Run):
 
     def epoch_line(self, metrics: dict[str, Any]) -> str:
         return _epoch_line(metrics)
+
+    def resolved(self) -> dict[str, Any]:
+        """The device type and the precision `runtime.precision` resolves to here (`auto`: bf16 or fp32)."""
+        return {**super().resolved(),
+                "runtime.precision (resolved)": resolve_precision(self.device, self.config.runtime.precision)}
 
 
 def _epoch_line(metrics: dict[str, Any]) -> str:

@@ -9,8 +9,7 @@ from .features import FeatureModel, Features
 from .registry import create_model, list_models, register_model
 from .summary import count_flops, count_parameters, describe_models
 
-# Import the architectures so that their names are registered.
-from . import mobilenetv2, regnet, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: E402,F401
+# The architectures register themselves with socratic.registry.MODELS when first looked up (discovery).
 
 __all__ = [
     "Features",

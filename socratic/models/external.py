@@ -64,7 +64,8 @@ class _StageHook:
 
 
 class HookedModel(nn.Module):
-    """Wrap any classifier so that it offers the zoo's feature API.
+    """Wrap any classifier so that it offers the zoo's feature API (not its separable head: ``has_head`` is
+    False, so CA-MKD's confidence feature weights refuse it with a clear message).
 
     Args:
         model: the classifier, built with the right number of classes.
@@ -96,6 +97,7 @@ class HookedModel(nn.Module):
             module = self._get(name, "feature layer")
             module.register_forward_hook(_StageHook(self, name))
         self.classifier_name = classifier or self._find_classifier()
+        self.has_head = False
         self._get(self.classifier_name, "classifier").register_forward_pre_hook(self._embedding_hook)
 
         was_training = model.training
@@ -116,6 +118,14 @@ class HookedModel(nn.Module):
             return self.model.get_submodule(name)
         except AttributeError as exc:
             raise ValueError(f"{what} {name!r} is not a submodule of {type(self.model).__name__}") from exc
+
+    def get_classifier(self) -> nn.Module:
+        """The wrapped model's final classifier module."""
+        return self.model.get_submodule(self.classifier_name)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.get_classifier(), "out_features", None)
 
     def _find_classifier(self) -> str:
         get_classifier = getattr(self.model, "get_classifier", None)

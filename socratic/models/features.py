@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -34,12 +35,32 @@ class Features:
 class FeatureModel(nn.Module):
     """Base class of the zoo: ``forward`` is ``forward_features(x).logits``.
 
-    Subclasses implement :meth:`forward_features` and set ``stage_channels``
-    and ``embedding_dim`` in ``__init__``.
+    Subclasses implement :meth:`forward_features`, set ``stage_channels`` and ``embedding_dim`` in ``__init__``,
+    name their classifier (``classifier_name``) and override :meth:`pre_logits` when more than global average
+    pooling sits between the last stage and the classifier. The head is the model's own: a method that feeds a
+    feature map to a teacher's head (CA-MKD) calls ``forward_head`` and knows no architecture.
     """
 
     stage_channels: list[int]
     embedding_dim: int
+    classifier_name: str = "fc"
+    has_head = True  # forward_head works (models wrapped by hooks have no separable head)
+
+    def get_classifier(self) -> nn.Module:
+        """The final layer that maps the embedding to the logits."""
+        return getattr(self, self.classifier_name)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.get_classifier().out_features)
+
+    def pre_logits(self, last_stage: Tensor) -> Tensor:
+        """Everything between the last stage's map and the classifier: the embedding ``(B, embedding_dim)``."""
+        return F.adaptive_avg_pool2d(last_stage, 1).flatten(1)
+
+    def forward_head(self, last_stage: Tensor) -> Tensor:
+        """The logits of a map shaped like the last stage's output (gradients flow to ``last_stage``)."""
+        return self.get_classifier()(self.pre_logits(last_stage))
 
     def forward_features(self, x: Tensor) -> Features:  # pragma: no cover - abstract
         raise NotImplementedError

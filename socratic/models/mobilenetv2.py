@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .features import FeatureModel, Features, init_weights
@@ -54,6 +55,11 @@ class CifarMobileNetV2(FeatureModel):
     ``Features.stages``: the stem output and the outputs of groups 2, 3, 5 and
     7, i.e. ``stage_channels == int(c * width_mult) for c in [32, 24, 32, 96, 320]``.
     """
+
+    classifier_name = "classifier"
+
+    def pre_logits(self, last_stage: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(self.head(last_stage), 1).flatten(1)
 
     SETTINGS = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),
                 (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1)]

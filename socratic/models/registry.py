@@ -1,58 +1,40 @@
-"""Name -> constructor registry of the model zoo.
+"""The model zoo on `socratic.registry.MODELS`.
 
-``create_model("resnet8x4", num_classes=100)`` builds a zoo model;
-``create_model("torchvision:resnet18", ...)`` / ``create_model("timm:...", ...)``
-wrap an external model (see :mod:`socratic.models.external`).
+``create_model("resnet8x4", num_classes=100)`` builds a zoo model; ``create_model("torchvision:resnet18", ...)``
+/ ``create_model("timm:...", ...)`` wrap an external model (see :mod:`socratic.models.external`). Each zoo model
+owns its head (``get_classifier()``, ``pre_logits(last_stage)``, ``forward_head(last_stage)``, like timm's), so no
+other package needs to know an architecture's internals.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
-ModelFactory = Callable[..., nn.Module]
+from socratic.registry import MODELS, UnknownComponentError
 
-# canonical name -> factory; alias -> canonical name
-_MODELS: dict[str, ModelFactory] = {}
-_ALIASES: dict[str, str] = {}
+ModelFactory = Callable[..., nn.Module]
 
 EXTERNAL_PREFIXES = ("torchvision:", "timm:")
 
 
-def register_model(name: str, aliases: tuple[str, ...] | list[str] = ()) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator registering ``fn(num_classes, in_channels=3, **kwargs) -> nn.Module``.
+def register_model(name: str, aliases: tuple[str, ...] | list[str] = (), **meta: Any
+                   ) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering ``fn(num_classes, in_channels=3, **kwargs) -> nn.Module`` with its metadata.
 
-    ``aliases`` are further names resolving to the same factory (not listed by
-    :func:`list_models`, but accepted by :func:`create_model`).
+    ``aliases`` are further names resolving to the same factory (not listed by :func:`list_models`, but
+    accepted by :func:`create_model`).
     """
-
-    def decorator(fn: ModelFactory) -> ModelFactory:
-        for key in (name, *aliases):
-            if key in _MODELS or key in _ALIASES:
-                raise ValueError(f"model name {key!r} is already registered")
-            if key.startswith(EXTERNAL_PREFIXES):
-                raise ValueError(f"model name {key!r} uses a reserved prefix")
-        _MODELS[name] = fn
-        for alias in aliases:
-            _ALIASES[alias] = name
-        return fn
-
-    return decorator
-
-
-def _ensure_zoo_loaded() -> None:
-    # Importing the architecture modules runs their @register_model decorators.
-    from . import mobilenetv2, regnet, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: F401
+    for key in (name, *aliases):
+        if key.startswith(EXTERNAL_PREFIXES):
+            raise ValueError(f"model name {key!r} uses a reserved prefix")
+    return MODELS.register(name, aliases=aliases, **meta)
 
 
 def list_models(include_aliases: bool = False) -> list[str]:
     """Sorted names of the registered zoo models (aliases too if asked)."""
-    _ensure_zoo_loaded()
-    names = list(_MODELS)
-    if include_aliases:
-        names += list(_ALIASES)
-    return sorted(names)
+    return MODELS.names(include_aliases)
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
@@ -72,12 +54,10 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) ->
         from .external import create_external_model
 
         return create_external_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
-    _ensure_zoo_loaded()
-    canonical = _ALIASES.get(name, name)
-    if canonical not in _MODELS:
+    try:
+        entry = MODELS.get(name)
+    except UnknownComponentError:
         valid = ", ".join(list_models(include_aliases=True))
-        raise ValueError(
-            f"unknown model {name!r}; valid names: {valid} "
-            f"(or 'torchvision:<name>' / 'timm:<name>')"
-        )
-    return _MODELS[canonical](num_classes=num_classes, in_channels=in_channels, **kwargs)
+        raise ValueError(f"unknown model {name!r}; valid names: {valid} "
+                         f"(or 'torchvision:<name>' / 'timm:<name>')") from None
+    return entry.factory(num_classes=num_classes, in_channels=in_channels, **kwargs)

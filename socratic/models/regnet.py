@@ -73,6 +73,8 @@ class CifarRegNet(FeatureModel):
     stages (``stage_channels == [64, *widths]``).
     """
 
+    classifier_name = "linear"
+
     def __init__(self, depths, widths, group_width: int, se_ratio: float, num_classes: int,
                  in_channels: int = 3, bottleneck_ratio: float = 1.0, stem_width: int = 64):
         super().__init__()

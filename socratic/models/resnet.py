@@ -51,6 +51,8 @@ class CifarResNet(FeatureModel):
     stages (``stage_channels == widths``).
     """
 
+    classifier_name = "fc"
+
     def __init__(self, depth: int, widths: list[int], num_classes: int, in_channels: int = 3):
         super().__init__()
         if (depth - 2) % 6 != 0:

@@ -64,6 +64,8 @@ class CifarShuffleNetV1(FeatureModel):
     (``stage_channels == [24, 240, 480, 960]``).
     """
 
+    classifier_name = "linear"
+
     def __init__(
         self,
         num_classes: int,

@@ -82,6 +82,11 @@ class CifarShuffleNetV2(FeatureModel):
     1024-channel map.
     """
 
+    classifier_name = "linear"
+
+    def pre_logits(self, last_stage: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(F.relu(self.bn2(self.conv2(last_stage))), 1).flatten(1)
+
     def __init__(self, num_classes: int, in_channels: int = 3, net_size: float = 1):
         super().__init__()
         if net_size not in CONFIGS:

@@ -39,6 +39,8 @@ class CifarVGG(FeatureModel):
     ``Features.stages``: the (ReLU-ed) output of each of the five blocks.
     """
 
+    classifier_name = "classifier"
+
     def __init__(self, cfg: list[list[int]], num_classes: int, in_channels: int = 3):
         super().__init__()
         blocks = []

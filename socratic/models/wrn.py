@@ -51,6 +51,11 @@ class WideResNet(FeatureModel):
     last one before the final BN-ReLU), ``stage_channels == [16, 16k, 32k, 64k]``.
     """
 
+    classifier_name = "fc"
+
+    def pre_logits(self, last_stage: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(F.relu(self.bn(last_stage)), 1).flatten(1)
+
     def __init__(
         self, depth: int, widen_factor: int, num_classes: int, in_channels: int = 3, drop_rate: float = 0.0
     ):

@@ -44,18 +44,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from socratic.engine import distributed
+from socratic.multiteacher.options import UPDATES, AgentOptions, MultiTeacherOptions
+from socratic.multiteacher.pool import TeacherPool
 from socratic.multiteacher.strategies import (
+    register_weighting,
     BatchView,
     WeightingStrategy,
     confidence_weights,
     divergence_weights,
 )
 
-LAYOUTS = ("per_teacher", "shared")
-COMBINES = ("mean", "dynamic", "none")
-REWARDS = ("paper", "paper_literal", "reference")
-UPDATES = ("paper", "reference")
-OPTIMIZERS = ("sgd", "adam")
 
 
 # ------------------------------------------------------------------------------------------------- state
@@ -111,7 +110,7 @@ def agent_loss(w_logit: Tensor, w_feat: Tensor | None, rewards: Tensor, update: 
         return -sum((rewards * w).sum(dim=1).mean() for w in heads)
     if update == "reference":
         return sum((-rewards * torch.log(w.clamp_min(1e-12)).clamp_min(-100.0)).mean() for w in heads)
-    raise ValueError(f"multiteacher.agent.update: '{update}' is not one of {', '.join(UPDATES)}")
+    raise ValueError(f"method.agent.update: '{update}' is not one of {', '.join(UPDATES)}")
 
 
 # -------------------------------------------------------------------------------------------------- agent
@@ -127,12 +126,7 @@ class MTKDAgent(nn.Module):
     def __init__(self, state_dims: Sequence[int], hidden: int = 128, layout: str = "per_teacher",
                  combine: str = "mean", optimizer: str = "sgd", lr: float = 0.1) -> None:
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"multiteacher.agent.layout: '{layout}' is not one of {', '.join(LAYOUTS)}")
-        if combine not in COMBINES:
-            raise ValueError(f"multiteacher.agent.combine: '{combine}' is not one of {', '.join(COMBINES)}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"multiteacher.agent.optimizer: '{optimizer}' is not one of {', '.join(OPTIMIZERS)}")
+        AgentOptions(layout=layout, hidden=hidden, combine=combine, optimizer=optimizer, lr=lr).check("method.agent")
         self.state_dims = [int(d) for d in state_dims]
         self.num_teachers = len(self.state_dims)
         self.layout, self.combine = layout, combine
@@ -195,7 +189,7 @@ class MTKDRLStrategy(WeightingStrategy):
     """MTKD-RL as a weighting strategy (Yang et al., AAAI 2025; see the module docstring for the details and
     for where the paper and the reference code differ).
 
-    state_dims: per-teacher state sizes (`TeacherPool.state_dims`); agent: an `AgentConfig`; alpha, beta,
+    state_dims: per-teacher state sizes (`TeacherPool.state_dims`); agent: `AgentOptions`; alpha, beta,
     feature_loss: the loss of Eq. (2), which the rewards mirror.
     """
 
@@ -205,13 +199,8 @@ class MTKDRLStrategy(WeightingStrategy):
     def __init__(self, state_dims: Sequence[int], agent: Any = None, *, alpha: float = 1.0, beta: float = 5.0,
                  feature_loss: bool = True) -> None:
         super().__init__()
-        if agent is None:
-            from socratic.config.schema import AgentConfig
-
-            agent = AgentConfig()
-        for key, value, allowed in (("reward", agent.reward, REWARDS), ("update", agent.update, UPDATES)):
-            if value not in allowed:
-                raise ValueError(f"multiteacher.agent.{key}: '{value}' is not one of {', '.join(allowed)}")
+        agent = agent or AgentOptions()
+        agent.check("method.agent")
         self.agent = MTKDAgent(state_dims, agent.hidden, agent.layout, agent.combine, agent.optimizer, agent.lr)
         self.reward, self.update_rule = agent.reward, agent.update
         self.update_every, self.warmup_epochs = agent.update_every, agent.warmup_epochs
@@ -270,8 +259,6 @@ class MTKDRLStrategy(WeightingStrategy):
                 self.agent.optimizer.step()
                 total += float(loss.detach())
         self.agent.optimizer.zero_grad(set_to_none=True)
-        from socratic.engine import distributed
-
         distributed.all_reduce_mean(self.agent)  # under torchrun: every rank learned from its shard; keep one agent
         count = len(self.history)
         self.history.clear()
@@ -293,3 +280,9 @@ class MTKDRLStrategy(WeightingStrategy):
                 metrics[f"reward_{m}"] = value
         self._losses, self._rewards = [], []
         return metrics
+
+
+@register_weighting("mtkd_rl")
+def _mtkd_rl(options: MultiTeacherOptions, pool: TeacherPool) -> MTKDRLStrategy:
+    return MTKDRLStrategy(pool.state_dims(pool.num_classes or 0), options.agent, alpha=options.alpha,
+                          beta=options.beta, feature_loss=options.feature_loss)

@@ -14,7 +14,9 @@ from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.losses import kd_loss_per_sample
 from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, has_head
-from socratic.multiteacher.strategies import BatchView, WeightingStrategy, build_strategy
+from socratic.multiteacher.options import MultiTeacherOptions
+from socratic.multiteacher.strategies import BatchView, WeightingStrategy
+from socratic.registry import METHODS, WEIGHTINGS
 
 
 class MultiTeacherDistiller(Distiller):
@@ -51,7 +53,7 @@ class MultiTeacherDistiller(Distiller):
             stages = getattr(student, "stage_channels", None)
             if stages is None or not -len(stages) <= feature_layer < len(stages):
                 count = len(stages) if stages is not None else 0
-                raise ValueError(f"multiteacher.feature_layer={feature_layer} is out of range for the student "
+                raise ValueError(f"method.feature_layer={feature_layer} is out of range for the student "
                                  f"({count} stages: use 0..{count - 1} or -1)")
             self.regressors = nn.ModuleList(
                 FeatureRegressor(stages[feature_layer], channels) for channels in self.pool.map_channels)
@@ -59,28 +61,23 @@ class MultiTeacherDistiller(Distiller):
         self._last_weights: Tensor | None = None
 
     @classmethod
-    def from_config(cls, method: str, student: nn.Module, teachers: Sequence[nn.Module],
-                    cfg: Any = None) -> "MultiTeacherDistiller":
-        """Build method `method` (aver, ebkd, camkd, aekd, mtkd_rl) from a `MultiTeacherConfig` (defaults if None)."""
-        if cfg is None:
-            from socratic.config.schema import MultiTeacherConfig
-
-            cfg = MultiTeacherConfig()
+    def from_options(cls, options: MultiTeacherOptions, student: nn.Module, teachers: Sequence[nn.Module]
+                     ) -> "MultiTeacherDistiller":
+        """Build the method `options.name` (its teacher-weighting strategy, socratic.registry.WEIGHTINGS)."""
         teachers = list(teachers)
-        pool = TeacherPool(teachers, cfg.feature_layer)  # checks the pool before anything is built on it
-        if method == "camkd" and cfg.feature_loss and cfg.camkd_feature_weights == "confidence":
+        pool = TeacherPool(teachers, options.feature_layer)  # checks the pool before anything is built on it
+        if options.name == "camkd" and options.feature_loss and options.camkd_feature_weights == "confidence":
             for i, teacher in enumerate(teachers):
                 last = len(teacher.stage_channels) - 1
-                if not has_head(teacher) or cfg.feature_layer not in (-1, last):
+                if not has_head(teacher) or options.feature_layer not in (-1, last):
                     raise ValueError(
-                        f"multiteacher.camkd_feature_weights=confidence passes r_m(F_S) through each teacher's head,"
-                        f" which needs a zoo teacher and the last stage (feature_layer -1 or {last}); "
+                        f"method.camkd_feature_weights=confidence passes r_m(F_S) through each teacher's head, "
+                        f"which needs a zoo teacher and the last stage (feature_layer -1 or {last}); "
                         f"teachers.{i} is a {type(teacher).__name__}: use camkd_feature_weights: equal otherwise")
-        num_classes = pool.num_classes or 0
-        state_dims = pool.state_dims(num_classes)
-        strategy = build_strategy(method, cfg, teachers, state_dims)
-        return cls(student, teachers, strategy, alpha=cfg.alpha, beta=cfg.beta, temperature=cfg.temperature,
-                   feature_loss=cfg.feature_loss, feature_layer=cfg.feature_layer)
+        strategy = WEIGHTINGS.create(options.name, options, pool)
+        return cls(student, teachers, strategy, alpha=options.alpha, beta=options.beta,
+                   temperature=options.temperature, feature_loss=options.feature_loss,
+                   feature_layer=options.feature_layer)
 
     # ------------------------------------------------------------------------------------ modules
     def extra_modules(self) -> dict[str, nn.Module]:
@@ -169,3 +166,9 @@ class MultiTeacherDistiller(Distiller):
         metrics.update(self.strategy.epoch_metrics())
         self._reset_metrics()
         return metrics
+
+
+# Every teacher-weighting strategy is a method of its own name, with the shared multi-teacher options.
+for _weighting in WEIGHTINGS.names():
+    METHODS.register(_weighting, options=MultiTeacherOptions, teachers=(2, None), teacher_weights=True)(
+        MultiTeacherDistiller)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +18,10 @@ from torch import Tensor, nn
 
 
 def classifier_out_features(model: nn.Module) -> int | None:
-    """The number of classes a model predicts, read from its final linear layer (None if it has none)."""
-    for name in ("fc", "linear", "classifier"):
-        layer = getattr(model, name, None)
-        if isinstance(layer, nn.Linear):
-            return layer.out_features
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
+    """The number of classes a model predicts, from its own classifier (zoo models and hooked external models
+    expose `num_classes`); None for a model that does not say."""
+    count = getattr(model, "num_classes", None)
+    return int(count) if count is not None else None
 
 
 def check_class_counts(counts: Sequence[int | None], names: Sequence[str] | None = None) -> int | None:
@@ -37,28 +33,6 @@ def check_class_counts(counts: Sequence[int | None], names: Sequence[str] | None
         raise ValueError(f"the teacher pool disagrees on the number of classes ({listing}): every teacher of a "
                          f"multi-teacher method must predict the same classes")
     return known.pop() if known else None
-
-
-def checkpoint_class_counts(checkpoints: Sequence[str | Path], names: Sequence[str]) -> int | None:
-    """Read each teacher checkpoint's recorded class count (`meta.num_classes`) and check that they agree.
-
-    Plain state dicts carry no metadata: their count is taken from the last 2-D weight whose name looks like a
-    classifier (fc/linear/classifier), or left unknown.
-    """
-    from socratic.engine.checkpoint import load_checkpoint, model_state
-
-    counts: list[int | None] = []
-    for path in checkpoints:
-        state = load_checkpoint(path)
-        meta = state.get("meta", {}) if isinstance(state.get("model"), dict) else {}
-        count = meta.get("num_classes") if isinstance(meta, dict) else None
-        if count is None:
-            weights = model_state(state)
-            heads = [v for k, v in weights.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2
-                     and any(part in k for part in ("fc", "linear", "classifier"))]
-            count = int(heads[-1].shape[0]) if heads else None
-        counts.append(count)
-    return check_class_counts(counts, names)
 
 
 @dataclass
@@ -95,7 +69,7 @@ class TeacherPool:
             stages = getattr(teacher, "stage_channels", None)
             if stages is None or not -len(stages) <= feature_layer < len(stages):
                 count = len(stages) if stages is not None else 0
-                raise ValueError(f"multiteacher.feature_layer={feature_layer} is out of range for {name} "
+                raise ValueError(f"method.feature_layer={feature_layer} is out of range for {name} "
                                  f"({count} stages: use 0..{count - 1} or -1)")
         self.num_classes = check_class_counts([classifier_out_features(t) for t in self.teachers], self.names)
         self.feature_layer = feature_layer
@@ -156,41 +130,16 @@ class FeatureRegressor(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ teacher heads
-def _pool(x: Tensor) -> Tensor:
-    return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-
-def _head_table() -> list[tuple[type, object]]:
-    from socratic.models.mobilenetv2 import CifarMobileNetV2
-    from socratic.models.regnet import CifarRegNet
-    from socratic.models.resnet import CifarResNet
-    from socratic.models.shufflenetv1 import CifarShuffleNetV1
-    from socratic.models.shufflenetv2 import CifarShuffleNetV2
-    from socratic.models.vgg import CifarVGG
-    from socratic.models.wrn import WideResNet
-
-    return [
-        (CifarResNet, lambda m, f: m.fc(_pool(f))),
-        (CifarRegNet, lambda m, f: m.linear(_pool(f))),
-        (CifarShuffleNetV1, lambda m, f: m.linear(_pool(f))),
-        (CifarVGG, lambda m, f: m.classifier(_pool(f))),
-        (WideResNet, lambda m, f: m.fc(_pool(F.relu(m.bn(f))))),
-        (CifarShuffleNetV2, lambda m, f: m.linear(_pool(F.relu(m.bn2(m.conv2(f)))))),
-        (CifarMobileNetV2, lambda m, f: m.classifier(_pool(m.head(f)))),
-    ]
-
-
 def has_head(model: nn.Module) -> bool:
-    """Whether `head_logits` knows this architecture."""
-    return any(isinstance(model, cls) for cls, _ in _head_table())
+    """Whether the model owns a separable head (`forward_head`): every zoo model does."""
+    return bool(getattr(model, "has_head", False)) and callable(getattr(model, "forward_head", None))
 
 
 def head_logits(model: nn.Module, feature_map: Tensor) -> Tensor:
     """The teacher's own head (everything after its last stage: pooling, any head conv/BN, the classifier)
     applied to a map shaped like its last stage output: CA-MKD's check of how well a regressed student map
     serves each teacher. Gradients flow to `feature_map` (the teacher's weights are frozen)."""
-    for cls, head in _head_table():
-        if isinstance(model, cls):
-            return head(model, feature_map)
-    raise ValueError(f"no known head for {type(model).__name__}: CA-MKD's confidence feature weights need a "
-                     f"zoo teacher (set multiteacher.camkd_feature_weights: equal otherwise)")
+    if not has_head(model):
+        raise ValueError(f"{type(model).__name__} has no separable head (forward_head): CA-MKD's confidence "
+                         f"feature weights need a zoo teacher (set method.camkd_feature_weights: equal otherwise)")
+    return model.forward_head(feature_map)

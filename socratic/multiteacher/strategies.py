@@ -23,6 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from socratic.multiteacher.options import MultiTeacherOptions
+from socratic.multiteacher.pool import TeacherPool, head_logits
+from socratic.registry import WEIGHTINGS
+
 
 @dataclass
 class BatchView:
@@ -209,8 +213,6 @@ class ConfidenceStrategy(WeightingStrategy):
     def forward(self, batch: BatchView) -> tuple[Tensor, Tensor]:
         w_logit = confidence_weights(batch.teacher_ce)
         if self.feature_weights == "confidence" and batch.regressed is not None:
-            from socratic.multiteacher.pool import head_logits
-
             head_ce = torch.stack([
                 F.cross_entropy(head_logits(teacher, h).float(), batch.labels, reduction="none")
                 for teacher, h in zip(self._teachers, batch.regressed)
@@ -255,20 +257,28 @@ class GradientSpaceStrategy(WeightingStrategy):
         return w_logit, w_feat
 
 
-def build_strategy(name: str, cfg, teachers: Sequence[nn.Module], state_dims: Sequence[int]) -> WeightingStrategy:
-    """The strategy of method `name` configured by a `MultiTeacherConfig`."""
-    num_teachers = len(teachers)
-    if name == "aver":
-        return AverageStrategy()
-    if name == "ebkd":
-        return EntropyStrategy(cfg.entropy_temperature, cfg.reference_scale, num_teachers)
-    if name == "camkd":
-        feature_weights = cfg.camkd_feature_weights if cfg.feature_loss else "equal"
-        return ConfidenceStrategy(teachers, feature_weights, cfg.reference_scale, num_teachers)
-    if name == "aekd":
-        return GradientSpaceStrategy(cfg.aekd_c, cfg.aekd_normalize, cfg.aekd_features)
-    if name == "mtkd_rl":
-        from socratic.multiteacher.agent import MTKDRLStrategy
+def register_weighting(name: str):
+    """Register a teacher-weighting strategy: `build(options: MultiTeacherOptions, pool: TeacherPool)`; each one
+    is also a method of that name (`socratic.multiteacher.distiller`)."""
+    return WEIGHTINGS.register(name)
 
-        return MTKDRLStrategy(state_dims, cfg.agent, alpha=cfg.alpha, beta=cfg.beta, feature_loss=cfg.feature_loss)
-    raise ValueError(f"unknown multi-teacher method '{name}'")
+
+@register_weighting("aver")
+def _aver(options: MultiTeacherOptions, pool: TeacherPool) -> WeightingStrategy:
+    return AverageStrategy()
+
+
+@register_weighting("ebkd")
+def _ebkd(options: MultiTeacherOptions, pool: TeacherPool) -> WeightingStrategy:
+    return EntropyStrategy(options.entropy_temperature, options.reference_scale, len(pool))
+
+
+@register_weighting("camkd")
+def _camkd(options: MultiTeacherOptions, pool: TeacherPool) -> WeightingStrategy:
+    feature_weights = options.camkd_feature_weights if options.feature_loss else "equal"
+    return ConfidenceStrategy(pool.teachers, feature_weights, options.reference_scale, len(pool))
+
+
+@register_weighting("aekd")
+def _aekd(options: MultiTeacherOptions, pool: TeacherPool) -> WeightingStrategy:
+    return GradientSpaceStrategy(options.aekd_c, options.aekd_normalize, options.aekd_features)

@@ -121,8 +121,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
                                  description="Play N episodes greedily and print mean ± std of the score.")
     evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game) or an SB3 .zip "
                                              "(unpickled: only files you trust; needs --suite and --game)")
-    evaluate.add_argument("--suite", choices=["minatar", "atari"], default=None,
-                          help="game suite (default: from the checkpoint)")
+    evaluate.add_argument("--suite", default=None,
+                          help="a registered game suite, e.g. minatar or atari (default: from the checkpoint)")
     evaluate.add_argument("--game", default=None, help="game, e.g. Breakout (default: from the checkpoint)")
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100; the paper: 1000)")
     evaluate.add_argument("--num-envs", type=int, default=8, help="environments played at once (default 8)")

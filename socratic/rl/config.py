@@ -1,8 +1,10 @@
 """Typed configs of the RL commands: `socratic rl train-teacher | distill | dpd`.
 
-YAML keys are the field names below (docs/methods/rl.md lists them). Loading reuses the project's config
-machinery (`socratic.config.loader`): unknown keys and wrong types are a `ConfigError` naming the dotted key,
-and `key.sub=value` overrides work as for the classification commands.
+YAML keys are the field names below (docs/methods/rl.md lists them). The `da`, `optim`, `runtime` and `search`
+sections are the classification sections with RL presets for their defaults (subclasses that change defaults and
+add the RL-only keys); loading is the project's config machinery (`socratic.config`): unknown keys and wrong
+types are a `ConfigError` naming the dotted key, and `key.sub=value` overrides work as for the classification
+commands.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any, TypeVar
 
 import yaml
 
-from socratic.config import ConfigError
-from socratic.config.loader import _build, apply_overrides, read_yaml
+from socratic.config import ConfigError, DAConfig, OptimConfig, RuntimeConfig, SearchConfig
+from socratic.config.loader import apply_overrides, build_dataclass, read_yaml
+from socratic.rl.envs import suites
 
-SUITES = ("minatar", "atari")
 TEACHER_ALGOS = ("auto", "dqn", "qrdqn")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 DISADVANTAGES = ("value", "peer_action")
@@ -27,7 +29,7 @@ DISADVANTAGES = ("value", "peer_action")
 class EnvConfig:
     """Which game, and how many copies play at once."""
 
-    suite: str = "minatar"  # minatar | atari
+    suite: str = "minatar"  # a registered suite (socratic.registry.ENV_SUITES): minatar, atari
     game: str = "Breakout"  # MinAtar: Asterix, Breakout, Freeway, Seaquest, SpaceInvaders; Atari: any ALE game
     num_envs: int = 8  # environments stepped together for collection (and DQN training in dpd: 1 is used)
     eval_num_envs: int = 8  # environments stepped together for evaluation
@@ -75,28 +77,28 @@ class LossConfig:
 
 
 @dataclass
-class RLDAConfig:
-    """Disagreement Augmentation on states (socratic.augment.DisagreementAugmentation)."""
+class RLDAConfig(DAConfig):
+    """Disagreement Augmentation on states (socratic.augment.DisagreementAugmentation): the `da` section with the
+    DA paper's RL settings (Sec. 3.3: p = 0.3, alpha = 0.001 on the states' own scale, a KL objective on raw
+    Q-values)."""
 
-    enabled: bool = False
     prob: float = 0.3  # probability that a batch is perturbed
     lr: float = 0.001  # alpha, on the states' own scale (0..255 Atari, 0..1 MinAtar)
-    steps: int = 1  # input steps per perturbed batch
     objective: str = "kl"  # kl | mse | l1_mse
-    temperature: float = 1.0  # tau of the DA objective (raw Q-values: 1)
-    optimizer: str = "adam"  # adam (fresh per batch, as the authors) | sign | sgd
 
 
 @dataclass
-class RLOptimConfig:
-    """The student's optimiser (the DA paper: SGD lr 1e-4, momentum 0.9, wd 1e-4, batch 32, 500 epochs)."""
+class RLOptimConfig(OptimConfig):
+    """The student's optimiser, the `optim` section with the DA paper's RL settings (SGD lr 1e-4, momentum 0.9,
+    wd 1e-4, batch 32, 500 epochs, constant rate) and two RL keys: the minibatch size and the updates per epoch."""
 
     epochs: int = 500
-    batch_size: int = 32
     optimizer: str = "sgd"  # sgd | adam | rmsprop (Rusu et al. used RMSProp)
     lr: float = 1e-4
-    momentum: float = 0.9
     weight_decay: float = 1e-4
+    schedule: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    batch_size: int = 32  # states per minibatch
     max_updates_per_epoch: int | None = None  # None = one full pass over the buffer per epoch
 
 
@@ -111,11 +113,19 @@ class RLEvalConfig:
 
 
 @dataclass
-class RLRuntimeConfig:
+class RLRuntimeConfig(RuntimeConfig):
+    """The `runtime` section on the CPU by default, plus the learning-curve picture; the image-only keys
+    (precision, channels_last, sync_bn, find_unused_parameters, eval_every) must keep their defaults."""
+
     device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto
-    num_threads: int | None = None  # torch CPU threads; None = torch's default
-    progress: bool = True  # a line per epoch on stderr
     plot: bool = True  # learning-curve PNG in the run folder
+
+
+@dataclass
+class RLSearchConfig(SearchConfig):
+    """What `socratic search` optimises for an RL run: its per-epoch greedy evaluation score."""
+
+    objective: str = "eval_score_mean"
 
 
 @dataclass
@@ -134,6 +144,7 @@ class DistillConfig:
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 @dataclass
@@ -174,6 +185,7 @@ class TrainTeacherConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
     eval: TeacherEvalConfig = field(default_factory=TeacherEvalConfig)
     runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 @dataclass
@@ -213,6 +225,7 @@ class DPDConfig:
     dpd: DPDSettings = field(default_factory=DPDSettings)
     eval: DPDEvalConfig = field(default_factory=DPDEvalConfig)
     runtime: RLRuntimeConfig = field(default_factory=RLRuntimeConfig)
+    search: RLSearchConfig = field(default_factory=RLSearchConfig)
 
 
 Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)
@@ -237,7 +250,7 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_env(env: EnvConfig) -> None:
-    _choice("env.suite", env.suite, SUITES)
+    _choice("env.suite", env.suite, tuple(suites()))
     if not env.game:
         raise ConfigError("env.game is required")
     _positive({"env.num_envs": env.num_envs, "env.eval_num_envs": env.eval_num_envs,
@@ -271,9 +284,36 @@ def _check_dqn(dqn: DQNConfig) -> None:
         _check_prob(f"dqn.{key}", getattr(dqn, key))
 
 
+SCHEDULES = ("multistep", "cosine", "constant")
+_IMAGE_ONLY_RUNTIME = ("precision", "channels_last", "sync_bn", "find_unused_parameters", "eval_every")
+
+
+def _check_da(da: RLDAConfig) -> None:
+    try:
+        da.check("da")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if da.clamp is not None:
+        raise ConfigError("da.clamp is not used on RL states (the perturbed states are not clamped): remove it")
+    if da.target not in ("mean", 0):
+        raise ConfigError(f"da.target: policy distillation has one teacher; use 'mean' or 0, got {da.target!r}")
+
+
+def _check_runtime(runtime: RLRuntimeConfig) -> None:
+    _positive({"runtime.num_threads": runtime.num_threads})
+    try:
+        runtime.check("runtime")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    defaults = RLRuntimeConfig()
+    for key in _IMAGE_ONLY_RUNTIME:
+        if getattr(runtime, key) != getattr(defaults, key):
+            raise ConfigError(f"runtime.{key} is not used by the RL commands (fp32 Q-networks, one process): "
+                              f"remove it")
+
+
 def validate_rl(config: Any) -> None:
     """Value checks beyond types, for any of the three RL configs."""
-    from socratic.augment import OBJECTIVES, OPTIMIZERS as DA_OPTIMIZERS
     from socratic.rl.losses import POLICY_LOSSES
 
     _check_env(config.env)
@@ -292,17 +332,14 @@ def validate_rl(config: Any) -> None:
             raise ConfigError("collect.epsilon must be < 1: random-action states are never stored")
         _choice("loss.name", config.loss.name, POLICY_LOSSES)
         _positive({"loss.temperature": config.loss.temperature})
-        da = config.da
-        _check_prob("da.prob", da.prob)
-        _positive({"da.lr": da.lr, "da.temperature": da.temperature})
-        _non_negative({"da.steps": da.steps})
-        _choice("da.objective", da.objective, OBJECTIVES)
-        _choice("da.optimizer", da.optimizer, DA_OPTIMIZERS)
+        _check_da(config.da)
         optim = config.optim
         _choice("optim.optimizer", optim.optimizer, OPTIMIZERS)
+        _choice("optim.schedule", optim.schedule, SCHEDULES)
         _positive({"optim.epochs": optim.epochs, "optim.batch_size": optim.batch_size, "optim.lr": optim.lr,
                    "optim.max_updates_per_epoch": optim.max_updates_per_epoch})
-        _non_negative({"optim.momentum": optim.momentum, "optim.weight_decay": optim.weight_decay})
+        _non_negative({"optim.momentum": optim.momentum, "optim.weight_decay": optim.weight_decay,
+                       "optim.warmup_epochs": optim.warmup_epochs, "optim.min_lr": optim.min_lr})
         _positive({"eval.episodes_per_epoch": config.eval.episodes_per_epoch,
                    "eval.final_episodes": config.eval.final_episodes})
         _non_negative({"eval.teacher_episodes": config.eval.teacher_episodes})
@@ -324,14 +361,15 @@ def validate_rl(config: Any) -> None:
             raise ConfigError(f"dpd.clip_high must be > dpd.clip_low, got {dpd.clip_high} <= {dpd.clip_low}")
         _positive({"eval.episodes_per_round": config.eval.episodes_per_round,
                    "eval.final_episodes": config.eval.final_episodes})
-    _positive({"runtime.num_threads": config.runtime.num_threads})
+    _check_runtime(config.runtime)
+    _choice("search.direction", config.search.direction, ("maximize", "minimize"))
 
 
 def rl_config_from_dict(cls: type[Config], values: dict) -> Config:
     """Build and validate one of `DistillConfig`, `TrainTeacherConfig`, `DPDConfig` from plain data."""
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(values).__name__}")
-    config = _build(cls, values, "")
+    config = build_dataclass(cls, values, "")
     validate_rl(config)
     return config
 
@@ -353,7 +391,8 @@ def save_rl_config(config: Any, path: str | Path) -> None:
 
 __all__ = [
     "CollectConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DQNConfig", "DistillConfig", "EnvConfig",
-    "LossConfig", "NetConfig", "RLDAConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "TeacherEvalConfig",
+    "LossConfig", "NetConfig", "RLDAConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
+    "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
     "save_rl_config", "validate_rl",
 ]

@@ -46,12 +46,12 @@ from torch import nn
 import socratic
 from socratic.config import ConfigError
 from socratic.engine.logger import read_metrics
-from socratic.engine.optim import build_optimizer
+from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.run import (NON_NUMERIC_KEYS, EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback,
                                  StepProgress, check_output_writable, run_dir_for)
 from socratic.engine.runtime import setup_run
 from socratic.rl.buffer import StateBuffer
-from socratic.rl.config import DistillConfig, NetConfig, rl_config_to_dict
+from socratic.rl.config import DistillConfig, NetConfig, rl_config_from_dict, rl_config_to_dict
 from socratic.rl.envs import EnvInfo, env_info, make_vec_env
 from socratic.rl.losses import policy_loss
 from socratic.rl.networks import QNetwork, count_parameters
@@ -189,9 +189,16 @@ RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous")
 def rl_run_folder(cfg: Any, *, resume: bool = False, overwrite: bool = False,
                   accept_config_changes: bool = False) -> RunFolder:
     """The run folder of an RL config (`socratic rl distill | train-teacher | dpd`), not yet opened."""
+
+    def read_saved(saved: dict[str, Any]) -> dict[str, Any]:  # today's layout and defaults, if it still validates
+        try:
+            return rl_config_to_dict(rl_config_from_dict(type(cfg), saved))
+        except ConfigError:
+            return saved
+
     return RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), rl_config_to_dict(cfg), resume=resume,
                      overwrite=overwrite, accept_config_changes=accept_config_changes,
-                     defaults=rl_config_to_dict(type(cfg)()), ignore=RL_NON_NUMERIC_KEYS)
+                     defaults=rl_config_to_dict(type(cfg)()), ignore=RL_NON_NUMERIC_KEYS, read_saved=read_saved)
 
 
 def prepare_run_dir(cfg: Any, overwrite: bool) -> Path:
@@ -275,7 +282,8 @@ class PolicyDistillationRun(Run):
         self.meta = {"method": method_name(cfg), "socratic_version": socratic.__version__}
 
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        return self.pd.epoch(epoch, steps)
+        lr = set_epoch_lr(self.pd.optimizer, epoch, self.cfg.optim)  # the optim section's schedule (constant)
+        return {"lr": lr, **self.pd.epoch(epoch, steps)}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from socratic.losses import tempered_kl_per_sample
+
 POLICY_LOSSES = ("kl", "kl_rusu", "mse", "nll")
 PAPER_TEMPERATURE = 0.01
 
@@ -30,10 +32,7 @@ PAPER_TEMPERATURE = 0.01
 def policy_kl_per_sample(student_q: Tensor, teacher_q: Tensor, temperature: float = PAPER_TEMPERATURE,
                          temper_student: bool = True) -> Tensor:
     """KL(softmax(q^T/tau) || softmax(q^S/tau)) per sample (q^S not divided when `temper_student` is False)."""
-    s, t = student_q.float(), teacher_q.float()
-    log_p_teacher = F.log_softmax(t / temperature, dim=1)
-    log_p_student = F.log_softmax(s / temperature if temper_student else s, dim=1)
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    return tempered_kl_per_sample(student_q, teacher_q, temperature, None if temper_student else 1.0)
 
 
 def policy_kl(student_q: Tensor, teacher_q: Tensor, temperature: float = PAPER_TEMPERATURE,

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """number, state, value (best val top-1), each parameter, epochs reported, seconds, run folder, note."""
+    """number, state, value (the best per-epoch search.objective), each parameter, epochs reported, seconds, run folder, note."""
     keys = sorted({key for trial in study.get_trials(deepcopy=False) for key in trial.params})
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -56,15 +56,17 @@ def to_markdown(study: Any, rows: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
+    objective = study.user_attrs.get("objective", "val_top1")
+    maximize = study.direction.name == "MAXIMIZE"
     lines = [f"# Study {study.study_name}", "",
-             "Objective: best validation top-1 (%), maximised. Trials: "
+             f"Objective: the best per-epoch `{objective}`, {'maximised' if maximize else 'minimised'}. Trials: "
              + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) + ".", ""]
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if complete:
-        best = max(complete, key=lambda r: r["value"])
+        best = (max if maximize else min)(complete, key=lambda r: r["value"])
         params = ", ".join(f"{k}={_format(v)}" for k, v in best.items()
                            if k not in ("trial", "state", "value", "epochs", "seconds", "run_dir", "note"))
-        lines += [f"Best: trial {best['trial']}, top-1 {best['value']:.2f} ({params}); "
+        lines += [f"Best: trial {best['trial']}, {objective} {best['value']:.4g} ({params}); "
                   f"run folder `{best['run_dir']}`.", ""]
     if rows:
         header = [k for k in rows[0] if k != "run_dir"]

@@ -116,6 +116,16 @@ def _study_signature(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]
     return json.loads(json.dumps({"config": config, "space": space.as_dict()}, default=str))
 
 
+def best_objective(history: list[dict[str, Any]], objective: str, direction: str = "maximize") -> float:
+    """A trial's value: the best per-epoch value of `objective` (a metrics.jsonl key) in `direction`."""
+    values = [float(m[objective]) for m in history if isinstance(m.get(objective), (int, float))]
+    if not values:
+        keys = sorted({k for m in history for k, v in m.items() if isinstance(v, (int, float))})
+        raise ConfigError(f"search.objective: '{objective}' is not a numeric key of this run's metrics.jsonl; "
+                          f"its keys: {', '.join(keys)}")
+    return max(values) if direction == "maximize" else min(values)
+
+
 class _Objective:
     """One trial: build its config, run it as a normal run folder, report each epoch, mark the folder."""
 
@@ -156,9 +166,10 @@ class _Objective:
             return False
         shutil.copytree(prev_dir, run_dir)
         save_config(cfg, run_dir / "config.yaml")  # the same config except the name
+        objective = cfg.search.objective
         for metrics in read_metrics(run_dir / "metrics.jsonl"):
-            if "val_top1" in metrics:
-                trial.report(float(metrics["val_top1"]), int(metrics["epoch"]))
+            if objective in metrics:
+                trial.report(float(metrics[objective]), int(metrics["epoch"]))
         trial.set_user_attr("resumed_from", str(prev_dir))
         self.console.print(f"trial {trial.number}: resuming trial {previous}'s run from {prev_dir}")
         return True
@@ -192,22 +203,25 @@ class _Objective:
             raise ConfigError(f"trial {trial.number}: the run folder {run_dir} exists but the study does not know it "
                               f"(a study of the same name in another storage?); use another --study-name")
 
+        objective = cfg.search.objective
+
         def report(epoch: int, metrics: dict[str, Any]) -> None:
             _write_json(run_dir / "trial.json", {**marker, "epoch": epoch})  # RUNNING, for a worker killed later
-            if "val_top1" not in metrics:
+            if objective not in metrics:
                 return
-            trial.report(float(metrics["val_top1"]), epoch)
+            trial.report(float(metrics[objective]), epoch)
             if epoch < cfg.optim.epochs and trial.should_prune():  # a trial that ran all its epochs is complete
                 marker["pruned_at_epoch"] = epoch
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch} "
-                                         f"(val top-1 {metrics['val_top1']:.2f})")
+                                         f"({objective} {metrics[objective]:.4g})")
 
         state = "FAIL"
         try:
-            summary = run_experiment(cfg, resume=resume, epoch_callbacks=[report])
+            run_experiment(cfg, resume=resume, epoch_callbacks=[report])
+            value = best_objective(read_metrics(run_dir / "metrics.jsonl"), objective, cfg.search.direction)
             state = "COMPLETE"
-            marker["value"] = summary["best_top1"]
-            return float(summary["best_top1"])
+            marker["value"] = value
+            return value
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
@@ -291,7 +305,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
                                                                base_cfg.optim.epochs)
 
     study = optuna.create_study(study_name=name, storage=handle.storage, sampler=sampler_obj, pruner=pruner_obj,
-                                direction="maximize", load_if_exists=True)
+                                direction=base_cfg.search.direction, load_if_exists=True)
     existing = len(study.get_trials(deepcopy=False))
     if existing and seed is not None and not _is_object(sampler):
         # a resumed worker with the same --sampler-seed would replay the first points it sampled before the kill
@@ -300,6 +314,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     stored = study.user_attrs.get("socratic")
     if stored is None:
         study.set_user_attr("socratic", signature)
+        study.set_user_attr("objective", base_cfg.search.objective)
     elif stored != signature:
         raise ConfigError(f"study '{name}' in {handle.description} was started with a different config or search "
                           f"space; give this search another --study-name (or the same config, overrides and space)")
