@@ -146,7 +146,7 @@ class DQNRun(Run):
     def __init__(self, cfg: Any, folder: RunFolder, device: torch.device, console: Console, *, epochs: int,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
         super().__init__(folder, epochs=epochs, device=device, progress=cfg.runtime.progress,
-                         tensorboard=getattr(cfg.runtime, "tensorboard", True), console=console,
+                         tensorboard=cfg.runtime.tensorboard, console=console,
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.cfg = cfg
         self.info = env_info(cfg.env.suite, cfg.env.game)
@@ -200,7 +200,7 @@ def _fit(kind: type[DQNRun], cfg: Any, overwrite: bool, console: Console | None,
     check_output_writable(cfg.output_dir)
     folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
     folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
     run = kind(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
                epoch_callbacks=epoch_callbacks)
     try:
