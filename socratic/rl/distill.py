@@ -187,7 +187,7 @@ class PolicyDistillation:
 
 # ------------------------------------------------------------------------------------------ the run
 # RL keys that do not change a run's numbers, besides the shared ones (output_dir, runtime.progress, ...).
-RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous")
+RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous", "teacher.trust_pickle")
 
 
 def rl_run_folder(cfg: Any, *, resume: bool = False, overwrite: bool = False,
