@@ -173,11 +173,14 @@ def cmd_visualize_da(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from socratic.data import ensure_fashion_mnist, load_dataset
+    from socratic.data import load_dataset
+    from socratic.registry import DATASETS
 
-    if args.name != "fashion_mnist" and args.install:
-        raise ConfigError("--install is only available for fashion_mnist (Debian's dataset-fashion-mnist)")
-    root = ensure_fashion_mnist() if args.install else args.root
+    install = DATASETS.get(args.name).meta.get("install")
+    if args.install and install is None:
+        installable = [e.name for e in DATASETS.entries() if e.meta.get("install") is not None]
+        raise ConfigError(f"--install is only available for {', '.join(installable)}, not {args.name}")
+    root = install() if args.install else args.root
     for split in ("train", "test"):
         dataset = load_dataset(args.name, root=root, split=split, download=args.download)
         console.print(f"{args.name} {split}: {len(dataset)} images of {tuple(dataset.image_shape)}, "
@@ -302,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     vis.set_defaults(func=cmd_visualize_da)
 
     data = sub.add_parser("data", help="check (or install) a dataset and print its size")
-    data.add_argument("name", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder"], help="dataset")
+    from socratic.registry import DATASETS  # the names come from the dataset modules (socratic.data.sources)
+
+    data.add_argument("name", choices=DATASETS.names(), help="dataset")
     data.add_argument("--root", default=None, help="dataset folder")
     data.add_argument("--install", action="store_true",
                       help="fashion_mnist: install Debian's dataset-fashion-mnist if apt can be used, else download")
@@ -372,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from socratic.data import DatasetNotFoundError
+    from socratic.data import DataFormatError, DatasetNotFoundError
     from socratic.engine.checkpoint import CheckpointError
     from socratic.engine.trainer import NonFiniteLossError
     from socratic.reports import ReportError
@@ -388,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ConfigError, DatasetNotFoundError, CheckpointError, FileNotFoundError, ReportError) as err:
+    except (ConfigError, DatasetNotFoundError, DataFormatError, CheckpointError, FileNotFoundError,
+            ReportError) as err:
         err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as err:

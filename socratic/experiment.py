@@ -40,7 +40,8 @@ class Datasets:
 def load_datasets(cfg: ExperimentConfig) -> Datasets:
     """The train (optionally a stratified subset) and test splits named by `cfg.data`."""
     data = cfg.data
-    kwargs = dict(root=data.root, cache_dir=data.cache_dir, download=data.download)
+    kwargs = dict(root=data.root, cache_dir=data.cache_dir, download=data.download,
+                  allow_empty_classes=data.allow_empty_classes, skip_unreadable=data.skip_unreadable)
     train = load_dataset(data.name, split="train", **kwargs)
     test = load_dataset(data.name, split="test", **kwargs)
     if data.train_subset is not None:

@@ -114,7 +114,7 @@ def test_dqn_teacher_zip_and_weights_then_distill_and_dpd(tmp_path: Path, capsys
     assert summary["kind"] == "rl_teacher" and summary["n_timesteps"] == 2000 and summary["episodes"] == 4
 
     breakout = env_info("minatar", "Breakout")
-    from_zip = load_teacher(run_dir / "checkpoints" / "best.zip", breakout)  # SB3's loader
+    from_zip = load_teacher(run_dir / "checkpoints" / "best.zip", breakout)  # read without unpickling
     from_pt = load_teacher(run_dir / "checkpoints" / "best.pt", breakout)  # weights_only
     x = torch.randint(0, 2, (16, 4, 10, 10), dtype=torch.uint8)
     torch.testing.assert_close(from_zip(x), from_pt(x))

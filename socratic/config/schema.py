@@ -33,6 +33,8 @@ class DataConfig:
     augment: Options = component(AUGMENTATIONS, "crop_flip")
     download: bool = False  # allow a download when the data is missing (never in tests)
     cache_dir: str | None = None  # decoded-uint8 cache; None = $SOCRATIC_CACHE or ~/.cache/socratic
+    allow_empty_classes: bool = False  # imagefolder: accept a class folder without images (else an error naming it)
+    skip_unreadable: bool = False  # skip image files that cannot be decoded (counted in a warning) instead of failing
 
 
 @dataclass

@@ -10,23 +10,23 @@
 
 from .augment import BatchAugment, BatchTransform, build_augment, default_augment, normalize
 from .cache import resolve_cache_dir
-from .constants import DATASET_NAMES, FASHION_MNIST_CLASSES, NORMALIZATION, normalization
-from .datasets import ImageDataset, compute_mean_std, load_dataset
+from .datasets import ImageDataset, LoadOptions, compute_mean_std, load_dataset, make_payload, normalization
 from .errors import DataFormatError, DatasetNotFoundError
 from .fashion_mnist_setup import download_fashion_mnist, ensure_fashion_mnist, find_fashion_mnist
 from .loader import TensorLoader
+from .sources.fashion_mnist import FASHION_MNIST_CLASSES
 from .subset import stratified_indices, stratified_subset
+
 
 __all__ = [
     "BatchAugment",
     "BatchTransform",
     "build_augment",
-    "DATASET_NAMES",
     "DataFormatError",
     "DatasetNotFoundError",
     "FASHION_MNIST_CLASSES",
     "ImageDataset",
-    "NORMALIZATION",
+    "LoadOptions",
     "TensorLoader",
     "compute_mean_std",
     "default_augment",
@@ -34,6 +34,7 @@ __all__ = [
     "ensure_fashion_mnist",
     "find_fashion_mnist",
     "load_dataset",
+    "make_payload",
     "normalization",
     "normalize",
     "resolve_cache_dir",

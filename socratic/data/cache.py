@@ -1,9 +1,10 @@
 """Decode once, then reload decoded uint8 tensors from disk.
 
 Decoding 50k JPEGs takes tens of seconds; loading the same pixels from a `torch.save` file takes a
-fraction of one. An entry is identified by the dataset name, split, resolved source folder and
-the size + mtime of every source file, so editing, adding or replacing a file makes a new entry
-instead of silently serving stale pixels. Entries are written atomically (temporary file in the
+fraction of one. An entry is identified by the dataset name, split, resolved source folder,
+the name, size + mtime of every source file, and whatever else the loader says changes the result (`extra`:
+an image folder's class list, whether unreadable files are skipped), so editing, adding or replacing a file,
+or adding an empty class folder, makes a new entry instead of silently serving stale data. Entries are written atomically (temporary file in the
 same folder, then `os.replace`), so concurrent ranks or an interrupted run never leave a
 half-written file under the final name; a file that still fails to load is deleted and rebuilt.
 """
@@ -11,6 +12,7 @@ half-written file under the final name; a file that still fails to load is delet
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -34,14 +36,18 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "socratic"
 
 
-def cache_key(name: str, split: str, source: str | Path, files: Iterable[str | Path]) -> str:
-    """Hex digest of (version, name, split, resolved source, each file's path, size and mtime)."""
+def cache_key(name: str, split: str, source: str | Path, files: Iterable[str | Path],
+              extra: dict[str, Any] | None = None) -> str:
+    """Hex digest of (version, name, split, resolved source, each file's path, size and mtime, and `extra`, a
+    JSON-able description of anything else the decoded result depends on)."""
     source = Path(source).resolve()
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}\0{name}\0{split}\0{source}\0".encode())
     for f in files:
         st = os.stat(f)
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    if extra:  # None/empty keeps the keys of loaders without extra inputs unchanged
+        h.update(b"extra\0" + json.dumps(extra, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
@@ -122,9 +128,11 @@ def cached(
     files: Iterable[str | Path],
     build: Callable[[], dict[str, Any]],
     cache_dir: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The cached entry for these source files, calling `build()` and storing it on a miss."""
-    path = cache_path(cache_dir, name, split, cache_key(name, split, source, files))
+    """The cached entry for these source files (and `extra`, see `cache_key`), calling `build()` and storing
+    it on a miss."""
+    path = cache_path(cache_dir, name, split, cache_key(name, split, source, files, extra))
     payload = load_cached(path)
     if payload is None:
         payload = build()

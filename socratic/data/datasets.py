@@ -1,5 +1,8 @@
 """`ImageDataset` (decoded uint8 tensors in memory) and `load_dataset` (locate, decode, cache).
 
+`load_dataset` looks the name up in `socratic.registry.DATASETS`; each dataset is one module of
+`socratic.data.sources` that registers its loader with its normalisation and default augmentation.
+
 Everything a training run needs fits in memory for these datasets (CIFAR train is 150 MB as
 uint8), so a dataset is just two tensors plus metadata; batching and augmentation happen on whole
 tensors in `loader.py` instead of per-sample Python code.
@@ -7,7 +10,6 @@ tensors in `loader.py` instead of per-sample Python code.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cache as _cache
-from . import fashion_mnist_setup as _fm
-from . import readers
-from .constants import DATASET_NAMES, FASHION_MNIST_CLASSES, NORMALIZATION, SPLIT_ALIASES
-from .errors import DatasetNotFoundError, DataFormatError
+from socratic.registry import DATASETS
+
+from .constants import SPLIT_ALIASES
 
 
 @dataclass(eq=False, repr=False)
@@ -107,17 +107,25 @@ def compute_mean_std(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[flo
     return tuple(float(m) for m in mean), tuple(max(float(s), 1e-6) for s in std)
 
 
-def _check_name_split(name: str, split: str) -> tuple[str, str]:
-    key = name.lower().replace("-", "_")
-    if key not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-    if split not in SPLIT_ALIASES:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_ALIASES)} (val = test)")
-    return key, SPLIT_ALIASES[split]
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a dataset's loader should behave, beyond root and split (`load_dataset`'s keyword arguments).
+
+    cache_dir: where decoded splits are cached (None: `$SOCRATIC_CACHE` or ~/.cache/socratic).
+    download: allow a download when the files are missing. allow_empty_classes: accept a class folder without
+    images (imagefolder). skip_unreadable: skip image files that cannot be decoded, with a warning giving
+    their count, instead of failing on the first (imagefolder).
+    """
+
+    cache_dir: str | Path | None = None
+    download: bool = False
+    allow_empty_classes: bool = False
+    skip_unreadable: bool = False
 
 
-def _payload(name: str, split: str, images: np.ndarray, labels: np.ndarray, classes: list[str],
-             mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
+def make_payload(name: str, split: str, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
+    """What a dataset loader returns (and the cache stores): tensors, class names, normalisation, name, split."""
     return {
         "images": torch.from_numpy(np.ascontiguousarray(images)),
         "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64)),
@@ -129,156 +137,24 @@ def _payload(name: str, split: str, images: np.ndarray, labels: np.ndarray, clas
     }
 
 
-# --- Fashion-MNIST -------------------------------------------------------------------------
+def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) a dataset registers as its default normalisation; ValueError for one that computes its
+    own from the data (imagefolder) or an unknown name."""
+    key = name.lower().replace("-", "_")
+    meta = DATASETS.get(key).meta if key in DATASETS else {}
+    if meta.get("mean") is None:
+        fixed = sorted(e.name for e in DATASETS.entries() if e.meta.get("mean") is not None)
+        raise ValueError(f"no fixed normalisation constants for dataset {name!r}; known: {fixed}")
+    return tuple(meta["mean"]), tuple(meta["std"])
 
 
-def _load_fashion_mnist(root: str | Path | None, split: str, cache_dir: Any, download: bool) -> dict[str, Any]:
-    folder = _fm.find_fashion_mnist(root, split)
-    if folder is None and download:
-        target = Path(root) if root is not None else _fm.DEFAULT_ROOT
-        try:
-            _fm.download_fashion_mnist(target)
-        except Exception as e:
-            raise _fm.not_found_error(root, split, f"Download into {target} failed: {e}") from e
-        folder = _fm.find_fashion_mnist(root, split)
-    if folder is None:
-        raise _fm.not_found_error(root, split)
-    files = _fm.split_files(folder, split)
-    assert files is not None
-    img_path, lbl_path = (p.resolve() for p in files)
-
-    def build() -> dict[str, Any]:
-        images = readers.read_idx(img_path)
-        labels = readers.read_idx(lbl_path)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise DataFormatError(f"{img_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataFormatError(f"{lbl_path}: expected {len(images)} labels, got shape {labels.shape}")
-        if len(labels) and labels.max() >= len(FASHION_MNIST_CLASSES):
-            raise DataFormatError(f"{lbl_path}: label {labels.max()} out of range 0..9")
-        mean, std = NORMALIZATION["fashion_mnist"]
-        return _payload("fashion_mnist", split, images[:, None], labels.astype(np.int64),
-                        FASHION_MNIST_CLASSES, mean, std)
-
-    return _cache.cached("fashion_mnist", split, folder, [img_path, lbl_path], build, cache_dir)
-
-
-# --- CIFAR-10 / CIFAR-100 --------------------------------------------------------------------
-
-
-def _cifar_bases(name: str, root: str | Path | None) -> list[Path]:
-    return [Path(root)] if root is not None else [Path("data") / name]
-
-
-def _find_cifar(name: str, root: str | Path | None, split: str) -> tuple[Path | None, list[Path]]:
-    folder_name = str(readers.CIFAR_LAYOUTS[name]["folder"])
-    looked: list[Path] = []
-    for base in _cifar_bases(name, root):
-        for cand in (base / folder_name, base):
-            looked.append(cand)
-            batches, meta = readers.cifar_files(cand, name, split)
-            if meta.is_file() and all(b.is_file() for b in batches):
-                return cand, looked
-    return None, looked
-
-
-def _download_cifar(name: str, base: Path, split: str) -> None:
-    try:
-        import torchvision.datasets as tvd  # optional extra
-    except ImportError as e:
-        raise DatasetNotFoundError(
-            f"download=True for {name} needs torchvision (pip install 'socratic-kd[vision]'), which "
-            f"is not importable ({e}). Alternatively download {readers.CIFAR_LAYOUTS[name]['url']} "
-            f"and extract it into {base}."
-        ) from e
-    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    base.mkdir(parents=True, exist_ok=True)
-    try:
-        cls(root=str(base), train=(split == "train"), download=True)
-    except Exception as e:  # network errors, checksum failures: report with the manual route
-        raise DatasetNotFoundError(
-            f"downloading {name} into {base} with torchvision failed ({e}). Alternatively download "
-            f"{readers.CIFAR_LAYOUTS[name]['url']} and extract it into {base}."
-        ) from e
-
-
-def _load_cifar(name: str, root: str | Path | None, split: str, cache_dir: Any, download: bool) -> dict[str, Any]:
-    folder, looked = _find_cifar(name, root, split)
-    if folder is None and download:
-        _download_cifar(name, _cifar_bases(name, root)[0], split)
-        folder, looked = _find_cifar(name, root, split)
-    if folder is None:
-        layout = readers.CIFAR_LAYOUTS[name]
-        need = ", ".join(list(layout[split]) + [str(layout["meta"])])  # type: ignore[arg-type]
-        base = _cifar_bases(name, root)[0]
-        raise DatasetNotFoundError(
-            f"Could not find the {split} split of {name} (files {need}). Looked in:\n"
-            + "\n".join(f"  - {p.resolve()}" for p in looked)
-            + f"\nTo get it:\n  - load_dataset({name!r}, root={str(base)!r}, download=True) with internet "
-            f"access and torchvision installed\n  - or download {layout['url']} and extract it into "
-            f"{base} (giving {base / str(layout['folder'])}/)\n"
-            f"  - for a folder of images (<root>/train/<class>/*.png) use the 'imagefolder' dataset"
-        )
-    batches, meta = readers.cifar_files(folder, name, split)
-    files = [p.resolve() for p in [*batches, meta]]
-
-    def build() -> dict[str, Any]:
-        images, labels, classes = readers.read_cifar(folder, name, split)
-        mean, std = NORMALIZATION[name]
-        return _payload(name, split, images, labels, classes, mean, std)
-
-    return _cache.cached(name, split, folder, files, build, cache_dir)
-
-
-# --- ImageFolder ---------------------------------------------------------------------------
-
-
-def _imagefolder_split_dir(root: Path, split: str) -> tuple[Path | None, list[Path]]:
-    names = ["train"] if split == "train" else ["test", "val"]
-    looked = [root / n for n in names]
-    return next((p for p in looked if p.is_dir()), None), looked
-
-
-def _load_imagefolder(root: str | Path | None, split: str, cache_dir: Any) -> dict[str, Any]:
-    if root is None:
-        raise DatasetNotFoundError("the 'imagefolder' dataset needs a root: a folder containing train/ and test/ "
-                                   "(data.root in a config, --root on the command line)")
-    root = Path(root).resolve()
-    split_dir, looked = _imagefolder_split_dir(root, split)
-    if split_dir is None:
-        raise DatasetNotFoundError(
-            f"Could not find the {split} split of the image folder {root}. Looked for:\n"
-            + "\n".join(f"  - {p}" for p in looked)
-            + f"\nExpected layout: {root}/train/<class>/<image>.png and {root}/test/<class>/<image>.png "
-            "(all images the same size; class folders sorted alphabetically give the label indices)."
-        )
-    train_dir = root / "train"
-    # The training split defines class indices and normalisation for every split.
-    classes = readers.find_classes(train_dir if train_dir.is_dir() else split_dir)
-    files = [p for p, _ in readers.list_image_files(split_dir, classes)]
-    if split != "train" and train_dir.is_dir():
-        files += [p for p, _ in readers.list_image_files(train_dir, classes)]
-
-    def build() -> dict[str, Any]:
-        images, labels, _ = readers.read_imagefolder(split_dir, classes)
-        if split == "train" or not train_dir.is_dir():
-            if split != "train":
-                warnings.warn(f"{root} has no train/ folder: normalising with the {split} split's own statistics")
-            mean, std = compute_mean_std(torch.from_numpy(images))
-        else:
-            train = load_dataset("imagefolder", root, "train", cache_dir)
-            mean, std = train.mean, train.std
-            if train.image_shape[0] != images.shape[1]:
-                raise DataFormatError(
-                    f"{split_dir}: images have {images.shape[1]} channel(s) but {train_dir} has "
-                    f"{train.image_shape[0]}"
-                )
-        return _payload("imagefolder", split, images, labels, classes, mean, std)
-
-    return _cache.cached("imagefolder", split, split_dir, files, build, cache_dir)
-
-
-# --- public entry point --------------------------------------------------------------------
+def _check_name_split(name: str, split: str) -> tuple[str, str]:
+    key = name.lower().replace("-", "_")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS.names())}")
+    if split not in SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_ALIASES)} (val = test)")
+    return key, SPLIT_ALIASES[split]
 
 
 def load_dataset(
@@ -287,24 +163,26 @@ def load_dataset(
     split: str = "train",
     cache_dir: str | Path | None = None,
     download: bool = False,
+    *,
+    allow_empty_classes: bool = False,
+    skip_unreadable: bool = False,
 ) -> ImageDataset:
     """Load a dataset split as uint8 tensors, decoding it once and caching the result.
 
-    name: fashion_mnist | cifar10 | cifar100 | imagefolder. root: the folder with the dataset's
+    name: a registered dataset (`socratic.registry.DATASETS.names()`: fashion_mnist, cifar10, cifar100,
+    imagefolder, ...; each is one module of `socratic.data.sources`). root: the folder with the dataset's
     files (fashion_mnist: the IDX files, default search root -> /usr/share/datasets/fashion-mnist
     -> data/fashion_mnist; cifar*: torchvision's cifar-10-batches-py / cifar-100-python folder or
     its parent, default data/<name>; imagefolder: the folder holding train/ and test/).
     split: train | test (val is an alias of test). Nothing is downloaded unless download=True.
+    allow_empty_classes / skip_unreadable: see `LoadOptions` (image folders).
     Raises DatasetNotFoundError (a FileNotFoundError) naming where it looked and how to get the
-    data, ValueError for unknown names or splits.
+    data, DataFormatError naming a file or folder that is not what its format promises, ValueError for
+    unknown names or splits.
     """
     name, split = _check_name_split(name, split)
-    if name == "fashion_mnist":
-        payload = _load_fashion_mnist(root, split, cache_dir, download)
-    elif name in ("cifar10", "cifar100"):
-        payload = _load_cifar(name, root, split, cache_dir, download)
-    else:
-        payload = _load_imagefolder(root, split, cache_dir)
+    options = LoadOptions(cache_dir, download, allow_empty_classes, skip_unreadable)
+    payload = DATASETS.create(name, root, split, options)
     return ImageDataset(
         images=payload["images"],
         labels=payload["labels"],

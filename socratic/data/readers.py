@@ -266,13 +266,17 @@ def read_imagefolder(
     folder: str | Path,
     classes: Sequence[str] | None = None,
     mode: str | None = None,
+    skip_unreadable: bool = False,
+    skipped: list[Path] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode an ImageFolder split -> (images uint8 (N, C, H, W), labels int64 (N,), classes).
 
     `classes` defaults to the sorted sub-directories (pass the training split's list when reading
     a test split so indices agree). `mode` "L" or "RGB" forces the channel count; None gives
     1 channel when every image is grayscale and 3 otherwise. All images must have the same size;
-    the first one that differs is named in the error.
+    the first one that differs is named in the error. A file that cannot be decoded (truncated,
+    not an image) is a `DataFormatError` naming it, or with `skip_unreadable` is left out and
+    appended to `skipped` (when given).
     """
     folder = Path(folder)
     if mode not in (None, "L", "RGB"):
@@ -284,19 +288,28 @@ def read_imagefolder(
             f"{folder}: no images found (expected {folder}/<class>/<image> with extensions "
             f"{sorted(IMAGE_EXTENSIONS)})"
         )
-    labels = np.fromiter((lbl for _, lbl in files), dtype=np.int64, count=len(files))
-    first_path = files[0][0]
-    first = _decode(first_path, mode)
-    h, w = first.shape[:2]
-    channels = 1 if first.ndim == 2 else 3
-    images = np.empty((len(files), channels, h, w), dtype=np.uint8)
-    for i, (path, _) in enumerate(files):
-        arr = first if i == 0 else _decode(path, mode if mode else ("RGB" if channels == 3 else None))
+    skipped = [] if skipped is None else skipped
+    images: np.ndarray | None = None
+    labels: list[int] = []
+    channels, h, w, first_path = 0, 0, 0, files[0][0]
+    for path, label in files:
+        try:
+            arr = _decode(path, mode if mode or images is None else ("RGB" if channels == 3 else None))
+        except DataFormatError:
+            if not skip_unreadable:
+                raise
+            skipped.append(path)
+            continue
+        if images is None:  # the first readable image sets size and (at first) channels
+            h, w = arr.shape[:2]
+            channels, first_path = (1 if arr.ndim == 2 else 3), path
+            images = np.empty((len(files), channels, h, w), dtype=np.uint8)
         if arr.shape[:2] != (h, w):
             raise DataFormatError(
                 f"{path}: image is {arr.shape[1]}x{arr.shape[0]} (WxH) but {first_path} is "
                 f"{w}x{h}; all images of an ImageFolder must share one size (resize them first)"
             )
+        i = len(labels)
         if arr.ndim == 2:
             images[i, 0] = arr
         else:
@@ -304,4 +317,9 @@ def read_imagefolder(
                 images = np.repeat(images, 3, axis=1)
                 channels = 3
             images[i] = arr.transpose(2, 0, 1)
-    return images, labels, classes
+        labels.append(label)
+    if images is None:
+        raise DataFormatError(f"{folder}: none of its {len(files)} image files could be decoded (e.g. {skipped[0]})")
+    if len(labels) < len(files):
+        images = images[: len(labels)].copy()
+    return images, np.asarray(labels, dtype=np.int64), classes

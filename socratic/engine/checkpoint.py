@@ -57,10 +57,34 @@ def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
 
 
-def load_weights(model: nn.Module, path: str | Path, *, role: str = "model") -> dict[str, Any]:
+def non_finite_tensors(weights: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of `weights` that hold a NaN or an infinity, with what they hold."""
+    found = []
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            found.append(f"{name} ({nan} NaN, {inf} inf of {value.numel()})")
+    return found
+
+
+def check_finite(weights: dict[str, Any], path: str | Path, *, role: str = "model") -> None:
+    """Refuse weights with NaN/inf: a model built from them predicts nothing meaningful (a NaN teacher stops a
+    run at its first step, a NaN checkpoint evaluates to chance accuracy with a NaN loss)."""
+    bad = non_finite_tensors(weights)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{role}: checkpoint {path} holds non-finite weights (NaN or inf) in "
+                              f"{len(bad)} tensor(s): {'; '.join(bad[:3])}{more}. Use a checkpoint saved before "
+                              "the training diverged.")
+
+
+def load_weights(model: nn.Module, path: str | Path, *, role: str = "model",
+                 require_finite: bool = True) -> dict[str, Any]:
     """Load weights into `model`, explaining any mismatch (architecture, class count) in one message.
 
-    Returns the checkpoint's metadata (`meta`), empty for a plain state dict.
+    With `require_finite` (the default, which teacher loaders and `socratic evaluate` rely on) weights holding
+    NaN or inf are refused with a `CheckpointError` naming the file and the tensors. Returns the checkpoint's
+    metadata (`meta`), empty for a plain state dict.
     """
     checkpoint = load_checkpoint(path)
     weights = model_state(checkpoint)
@@ -86,5 +110,7 @@ def load_weights(model: nn.Module, path: str | Path, *, role: str = "model") -> 
             f"{role}: checkpoint {path}{made_by} does not fit the architecture {type(model).__name__}: "
             + " | ".join(details)
         )
+    if require_finite:
+        check_finite(weights, path, role=role)
     model.load_state_dict(weights)
     return meta

@@ -18,6 +18,10 @@ def _console() -> Any:
     return Console()
 
 
+TRUST_PICKLE_HELP = ("load an SB3 .zip with Stable-Baselines3's own loader, which unpickles (runs) the Python "
+                     "objects stored in it: only for files you trust (default: read without unpickling)")
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -47,11 +51,17 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from socratic.rl.config import DistillConfig, load_rl_config
     from socratic.rl.distill import run_distillation
+    from socratic.rl.teachers import trusting_pickle
 
-    config = load_rl_config(DistillConfig, args.config, args.overrides)
-    summary = run_distillation(config, overwrite=args.overwrite, resume=args.resume,
-                               accept_config_changes=args.accept_config_changes)
-    _console().print_json(json.dumps(summary))
+    overrides = [*args.overrides, "teacher.trust_pickle=true"] if args.trust_pickle else args.overrides
+    config = load_rl_config(DistillConfig, args.config, overrides)
+    options = dict(overwrite=args.overwrite, resume=args.resume, accept_config_changes=args.accept_config_changes)
+    if config.teacher.trust_pickle:
+        with trusting_pickle(config.teacher.checkpoint):
+            result = run_distillation(config, **options)
+    else:
+        result = run_distillation(config, **options)
+    _console().print_json(json.dumps(result))
     return 0
 
 
@@ -74,7 +84,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_rl_checkpoint(args.checkpoint, suite=args.suite, game=args.game, episodes=args.episodes,
                                     num_envs=args.num_envs, seed=args.seed, epsilon=args.epsilon,
-                                    max_episode_steps=args.max_episode_steps, device=args.device)
+                                    max_episode_steps=args.max_episode_steps, device=args.device,
+                                    trust_pickle=args.trust_pickle)
     _console().print_json(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -109,6 +120,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
                                 description="Policy distillation (Rusu et al. 2016) with optional Disagreement "
                                             "Augmentation on states (DA paper, Sec. 3.3).")
     _add_config_arguments(distill, "configs/rl/minatar_breakout_pd.yaml")
+    distill.add_argument("--trust-pickle", action="store_true",
+                         help=TRUST_PICKLE_HELP + "; the same as teacher.trust_pickle=true")
     distill.set_defaults(func=cmd_distill)
 
     dpd = rl_sub.add_parser("dpd", help="dual policy distillation between two DQN peers (or the two alone)",
@@ -120,7 +133,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network checkpoint over N episodes",
                                  description="Play N episodes greedily and print mean ± std of the score.")
     evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game) or an SB3 .zip "
-                                             "(unpickled: only files you trust; needs --suite and --game)")
+                                             "(read without unpickling; needs --suite and --game)")
+    evaluate.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     evaluate.add_argument("--suite", default=None,
                           help="a registered game suite, e.g. minatar or atari (default: from the checkpoint)")
     evaluate.add_argument("--game", default=None, help="game, e.g. Breakout (default: from the checkpoint)")

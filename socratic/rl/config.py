@@ -54,9 +54,10 @@ def _teacher_net() -> NetConfig:
 class TeacherSourceConfig:
     """Where the teacher comes from."""
 
-    checkpoint: str = ""  # SB3 .zip (DQN/QR-DQN; unpickled: trusted files only), .pt (weights_only) or scripted:<name>
+    checkpoint: str = ""  # SB3 .zip (DQN/QR-DQN, read without unpickling), .pt (weights_only) or scripted:<name>
     algo: str = "auto"  # .zip only: auto | dqn | qrdqn
     net: NetConfig | None = None  # .pt plain state dicts without metadata: the architecture to build
+    trust_pickle: bool = False  # .zip only: load with SB3's unpickling loader (runs code in the file: trusted only)
 
 
 @dataclass

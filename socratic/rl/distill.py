@@ -126,7 +126,11 @@ class PolicyDistillation:
         for replayed in epochs:
             self.collector.restart(epoch_seed(self.seed, replayed, COLLECT))
             self.buffer.add(*self.collector.collect(self.states_per_epoch)[:2])
-        self.buffer.check(state)
+        try:
+            self.buffer.check(state)
+        except RuntimeError as err:  # e.g. collect.* accepted as changed: the old epochs cannot be replayed
+            raise ConfigError(f"cannot rebuild the state buffer of epoch {epoch} by replaying its collection ({err}): "
+                              "collect.states_per_epoch and collect.buffer_size must stay as the run had them") from err
 
     def train_step(self, states: torch.Tensor, targets: torch.Tensor, where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a minibatch; returns the loss (detached) and, per state, whether the student's
@@ -183,7 +187,7 @@ class PolicyDistillation:
 
 # ------------------------------------------------------------------------------------------ the run
 # RL keys that do not change a run's numbers, besides the shared ones (output_dir, runtime.progress, ...).
-RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous")
+RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous", "teacher.trust_pickle")
 
 
 def rl_run_folder(cfg: Any, *, resume: bool = False, overwrite: bool = False,

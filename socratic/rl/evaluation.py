@@ -16,11 +16,12 @@ from socratic.rl.teachers import load_teacher
 
 def evaluate_rl_checkpoint(path: str | Path, *, suite: str | None = None, game: str | None = None,
                            episodes: int = 100, num_envs: int = 8, seed: int = 1, epsilon: float = 0.0,
-                           max_episode_steps: int | None = None, device: str = "cpu") -> dict[str, Any]:
+                           max_episode_steps: int | None = None, device: str = "cpu",
+                           trust_pickle: bool = False) -> dict[str, Any]:
     """Mean ± std of the greedy (or epsilon-greedy) score of a Q-network checkpoint.
 
     A socratic checkpoint (.pt written by `rl distill` / `rl train-teacher`) knows its game; a Stable-Baselines3
-    .zip needs `suite` and `game` (and is unpickled: trusted files only).
+    .zip needs `suite` and `game`; it is read without unpickling unless `trust_pickle` (trusted files only).
     """
     path = Path(path)
     if episodes <= 0 or num_envs <= 0:
@@ -33,7 +34,7 @@ def evaluate_rl_checkpoint(path: str | Path, *, suite: str | None = None, game: 
         raise ConfigError(f"{path}: give --suite and --game (the file does not say which game it plays)")
     torch_device = select_device(device)
     info = env_info(suite, game)
-    policy = load_teacher(path, info, device=torch_device)
+    policy = load_teacher(path, info, device=torch_device, trust_pickle=trust_pickle)
     envs = make_vec_env(info.suite, info.game, num_envs, max_episode_steps)
     try:
         scores = play_episodes(policy, envs, episodes, seed=seed, device=torch_device, epsilon=epsilon)

@@ -1,33 +1,40 @@
 """Teachers for policy distillation: Stable-Baselines3 DQN / QR-DQN .zip files and plain Q-network weights.
 
 * `.zip` (a model saved by Stable-Baselines3, e.g. RL-Zoo's pre-trained Atari DQNs, which the DA paper uses,
-  or `socratic rl train-teacher`'s `checkpoints/best.zip`): loaded with SB3's own `DQN.load` /
-  `sb3_contrib.QRDQN.load`. **This unpickles Python objects stored in the file: load only files you trust.**
-  The algorithm, action count and observation shape are read from the zip's JSON first (no unpickling), so
-  a teacher for another game is refused before anything is unpickled. A QR-DQN teacher's Q-values are the
-  means of its quantiles.
+  or `socratic rl train-teacher`'s `checkpoints/best.zip`): **read without unpickling** by default. The
+  algorithm, action count, observation shape and the network's architecture come from the zip's JSON fields,
+  the weights from its `policy.pth` with `weights_only=True`, and the Q-network is built from SB3's own classes
+  (`socratic.rl.sb3_zip`), so it computes what SB3's `load` would. Only `trust_pickle` (CLI `--trust-pickle`,
+  config `teacher.trust_pickle: true`) takes SB3's `DQN.load` / `QRDQN.load`, which unpickles, i.e. runs, the
+  Python objects stored in the file; it says so on stderr. A QR-DQN teacher's Q-values are the means of its
+  quantiles.
 * anything else (`.pt`, `.pth`): `torch.load(weights_only=True)`, either a socratic Q-network checkpoint
   (`{"model": state_dict, "meta": {"net": QNetwork.spec(), ...}}`, as written by train-teacher and distill)
   or a plain `QNetwork` state dict, whose architecture then comes from the config (`teacher.net`).
 
-A teacher is an `nn.Module` mapping states (B, C, H, W) on their own scale to Q-values (B, A); it is returned
-in eval mode with frozen parameters (gradients still flow to its *input*, which DA needs).
+Every loader refuses weights holding NaN or inf. A teacher is an `nn.Module` mapping states (B, C, H, W) on
+their own scale to Q-values (B, A); it is returned in eval mode with frozen parameters (gradients still flow
+to its *input*, which DA needs).
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from socratic.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, model_state
+from socratic.engine.checkpoint import CheckpointError, check_finite, load_checkpoint, load_weights, model_state
 from socratic.rl.envs import EnvInfo
 from socratic.rl.errors import MissingExtraError
 from socratic.rl.networks import QNetwork
+from socratic.rl.sb3_zip import (UnreadableZipError, build_q_module, read_zip, resolve_algo, zip_algo, zip_spaces,
+                                zip_spec)
 
 
 class SB3QTeacher(nn.Module):
@@ -58,63 +65,96 @@ def _mismatch(path: Path, what: str, theirs: Any, ours: Any, info: EnvInfo) -> C
     )
 
 
-def _zip_data(path: Path) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not a Stable-Baselines3 model file (.zip with a 'data' entry): {err}") from err
-
-
-def zip_algo(data: dict[str, Any]) -> str:
-    """'dqn' or 'qrdqn' from the policy class' module name stored in the zip's JSON."""
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    if "qrdqn" in module:
-        return "qrdqn"
-    if "dqn" in module:
-        return "dqn"
-    raise ValueError(module or "unknown policy class")
-
-
-def load_sb3_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", device: str | torch.device = "cpu"
-                     ) -> SB3QTeacher:
-    """Load an SB3 DQN or QR-DQN .zip (unpickles: trusted files only) and check it fits the environment."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"teacher checkpoint not found: {path}")
-    data = _zip_data(path)
-    if algo == "auto":
-        try:
-            algo = zip_algo(data)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: cannot tell DQN from QR-DQN ({err}); set teacher.algo to dqn or qrdqn") from err
-    n = data.get("action_space", {}).get("n")
-    if n is not None and int(n) != info.num_actions:
-        raise _mismatch(path, "number of actions", int(n), info.num_actions, info)
-    shape = data.get("observation_space", {}).get("_shape")
-    if shape is not None and tuple(shape) != info.obs_shape:
-        raise _mismatch(path, "observation shape", tuple(shape), info.obs_shape, info)
-    try:
-        if algo == "qrdqn":
-            from sb3_contrib import QRDQN as Algorithm
-        else:
-            from stable_baselines3 import DQN as Algorithm
-    except ImportError as err:
-        extra_pkg = "sb3-contrib" if algo == "qrdqn" else "stable-baselines3"
-        raise MissingExtraError("rl", f"loading a {algo.upper()} teacher", extra_pkg) from err
+def _spaces(info: EnvInfo) -> dict[str, Any]:
+    """The environment's observation and action spaces, which both loaders give the network (not the file's)."""
     from socratic.rl.envs import gymnasium
 
     gym = gymnasium("loading an SB3 teacher")
-    spaces = {"observation_space": gym.spaces.Box(0, 255 if info.input_scale == 255 else 1, info.obs_shape, "uint8"),
-              "action_space": gym.spaces.Discrete(info.num_actions)}
+    return {"observation_space": gym.spaces.Box(0, 255 if info.input_scale == 255 else 1, info.obs_shape, "uint8"),
+            "action_space": gym.spaces.Discrete(info.num_actions)}
+
+
+def _sb3_classes(algo: str) -> None:
+    try:
+        if algo == "qrdqn":
+            import sb3_contrib  # noqa: F401
+        else:
+            import stable_baselines3  # noqa: F401
+    except ImportError as err:
+        extra_pkg = "sb3-contrib" if algo == "qrdqn" else "stable-baselines3"
+        raise MissingExtraError("rl", f"loading a {algo.upper()} teacher", extra_pkg) from err
+
+
+def _check_fits(path: Path, data: dict[str, Any], info: EnvInfo) -> None:
+    shape, dtype, n = zip_spaces(path, data)
+    if n is not None and n != info.num_actions:
+        raise _mismatch(path, "number of actions", n, info.num_actions, info)
+    if shape is not None and shape != info.obs_shape:
+        raise _mismatch(path, "observation shape", shape, info.obs_shape, info)
+    if dtype is not None and dtype != "uint8":
+        raise _mismatch(path, "observation dtype", dtype, "uint8", info)
+
+
+def _unpickling_load(path: Path, info: EnvInfo, algo: str, device: str | torch.device) -> nn.Module:
+    """Today's SB3 `Algorithm.load`: unpickles every object stored in the zip (runs any code in it)."""
+    print(f"warning: unpickling {path} with Stable-Baselines3's loader (trust_pickle is set): any code stored "
+          "in this file runs now", file=sys.stderr, flush=True)
+    if algo == "qrdqn":
+        from sb3_contrib import QRDQN as Algorithm
+    else:
+        from stable_baselines3 import DQN as Algorithm
     custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "exploration_schedule": lambda _: 0.0,
               "buffer_size": 1, "optimize_memory_usage": False, "replay_buffer_class": None,
-              "replay_buffer_kwargs": {}, **spaces}
+              "replay_buffer_kwargs": {}, **_spaces(info)}
     try:
         model = Algorithm.load(path, device=device, custom_objects=custom)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"cannot load teacher {path} as {algo.upper()}: {err}") from err
-    net = model.policy.quantile_net if algo == "qrdqn" else model.policy.q_net
+        return model.policy.quantile_net if algo == "qrdqn" else model.policy.q_net
+    except Exception as err:  # a file we were told to trust may still be broken in any way
+        raise UnreadableZipError(f"cannot load teacher {path} as {algo.upper()} even by unpickling: "
+                                 f"{type(err).__name__}: {err}") from err
+
+
+_TRUSTED_PICKLES: ContextVar[frozenset[Path]] = ContextVar("trusted_pickles", default=frozenset())
+
+
+@contextmanager
+def trusting_pickle(path: str | Path) -> Iterator[None]:
+    """Inside the block, loading the SB3 zip `path` as a teacher takes the unpickling path, as with
+    `trust_pickle=True`. This is how `socratic rl distill --trust-pickle` (or `teacher.trust_pickle: true`)
+    reaches the loader that the distillation calls; other files are still read without unpickling."""
+    token = _TRUSTED_PICKLES.set(_TRUSTED_PICKLES.get() | {Path(path).resolve()})
+    try:
+        yield
+    finally:
+        _TRUSTED_PICKLES.reset(token)
+
+
+def load_sb3_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", device: str | torch.device = "cpu",
+                     trust_pickle: bool = False) -> SB3QTeacher:
+    """Load an SB3 DQN or QR-DQN .zip and check it fits the environment.
+
+    By default nothing in the file is unpickled: the network is rebuilt from the zip's JSON fields and the
+    weights of `policy.pth` read with `weights_only=True` (see `socratic.rl.sb3_zip`). Only `trust_pickle`
+    takes SB3's own `load`, which unpickles (runs) whatever the file holds, and says so on stderr. A file
+    that cannot be read is a `CheckpointError` naming it and what is missing (exit code 2 in the CLI).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"teacher checkpoint not found: {path}")
+    data, weights = read_zip(path)
+    algo = resolve_algo(path, data, algo)
+    _check_fits(path, data, info)  # a teacher for another game is refused before anything else
+    _sb3_classes(algo)
+    if trust_pickle or path.resolve() in _TRUSTED_PICKLES.get():
+        net = _unpickling_load(path, info, algo, device)
+    else:
+        try:
+            net = build_q_module(path, zip_spec(path, data, weights, algo), weights, **_spaces(info))
+        except UnreadableZipError as err:
+            raise UnreadableZipError(f"{err}. Nothing was unpickled; if you trust this file, --trust-pickle (or "
+                                     "teacher.trust_pickle: true) loads it with Stable-Baselines3's unpickling "
+                                     "loader") from err
+    check_finite(net.state_dict(), path, role="teacher")
     return freeze(SB3QTeacher(net, quantiles=algo == "qrdqn").to(device))
 
 
@@ -185,19 +225,20 @@ def load_scripted_teacher(name: str, info: EnvInfo) -> nn.Module:
 
 
 def load_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", net_spec: dict[str, Any] | None = None,
-                 device: str | torch.device = "cpu") -> nn.Module:
-    """A frozen teacher for `info`'s environment from a .zip (SB3), a .pt/.pth (weights only), or
-    `scripted:<name>` (a hand-written Q-function, see `SCRIPTED_TEACHERS`)."""
+                 device: str | torch.device = "cpu", trust_pickle: bool = False) -> nn.Module:
+    """A frozen teacher for `info`'s environment from a .zip (SB3, read without unpickling unless
+    `trust_pickle`), a .pt/.pth (weights only), or `scripted:<name>` (a hand-written Q-function, see
+    `SCRIPTED_TEACHERS`). Weights holding NaN or inf are refused."""
     if str(path).startswith("scripted:"):
         return load_scripted_teacher(str(path)[len("scripted:"):], info).to(device)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint not found: {path}")
     if path.suffix == ".zip":
-        return load_sb3_teacher(path, info, algo, device)
+        return load_sb3_teacher(path, info, algo, device, trust_pickle=trust_pickle)
     net, _ = load_qnetwork(path, info, net_spec, role="teacher")
     return freeze(net.to(device))
 
 
 __all__ = ["SCRIPTED_TEACHERS", "SB3QTeacher", "freeze", "load_qnetwork", "load_sb3_teacher", "load_teacher",
-           "qnetwork_checkpoint", "sb3_to_qnetwork", "zip_algo"]
+           "qnetwork_checkpoint", "sb3_to_qnetwork", "trusting_pickle", "zip_algo"]
