@@ -11,7 +11,9 @@ import torch
 
 from socratic.augment import DisagreementAugmentation
 from socratic.distillers import create_distiller
+from socratic.context import TrainContext
 from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision, select_device
+from socratic.engine.trainer import train_step
 from socratic.models import count_flops, create_model
 
 
@@ -70,14 +72,9 @@ def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: s
         optimizer = torch.optim.SGD(distiller.student.parameters(), lr=0.01, momentum=0.9)
         scaler = grad_scaler(dev, precision)
 
-        def step() -> None:
-            with autocast(dev, precision):
-                batch = x if augmentation is None else augmentation(x, distiller.student, distiller.teachers)
-                _, losses = distiller.forward_train(batch, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(sum(losses.values())).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        def step() -> None:  # the trainer's own step
+            train_step(distiller, x, y, TrainContext(), optimizer, scaler, precision=precision,
+                       augmentation=augmentation)
 
         return step
 

@@ -25,6 +25,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--accept-config-changes", action="store_true",
+                        help="with --resume: continue although keys that change the numbers (precision, "
+                             "channels_last, optim.*, ...) differ from the saved config; the change is recorded in "
+                             "the run folder's config_changes.jsonl")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -37,7 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.command == "distill" and config.method.name == "ce":
         raise ConfigError("'socratic distill' needs a distillation method (method.name: kd, fitnet, ...) and "
                           "a teacher; use 'socratic train' for method.name: ce")
-    summary = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
+    summary = run_experiment(config, resume=args.resume, overwrite=args.overwrite,
+                             accept_config_changes=args.accept_config_changes)
     from socratic.engine.distributed import env_info
 
     if env_info().is_main:  # under torchrun every rank returns the summary; rank 0 prints it

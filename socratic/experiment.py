@@ -1,29 +1,31 @@
 """From a validated config to a finished run: data, models, teachers, distiller, run folder, trainer.
 
-Everything that can fail on bad input (data, models, teacher checkpoints) is built before the run folder
-is created, so a bad config never leaves a half-written run behind.
+Everything that can fail on bad input (an unwritable output_dir first, then data, models, teacher checkpoints)
+is checked before the run folder is created, so a bad config never leaves a half-written run behind. The run
+folder itself (lock, resume checks, files) is `socratic.engine.run.RunFolder`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 import socratic
-from socratic.config import ConfigError, ExperimentConfig, config_to_dict, save_config
+from socratic.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from socratic.config.schema import ModelConfig
 from socratic.data import ImageDataset, TensorLoader, build_augment, load_dataset, stratified_subset
 from socratic.distillers import Distiller, create_distiller
 from socratic.engine import distributed
 from socratic.engine.checkpoint import CheckpointError, load_weights
+from socratic.engine.run import RunFolder, check_output_writable
+from socratic.engine.run import run_dir_for as _run_dir
 from socratic.engine.runtime import resolve_precision, setup_run
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
@@ -117,7 +119,8 @@ def build_augmentation(cfg: ExperimentConfig, dataset: ImageDataset) -> Augmenta
 
 
 def run_dir_for(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.output_dir) / cfg.name / f"seed{cfg.seed}"
+    """`<output_dir>/<name>/seed<seed>` of this config."""
+    return _run_dir(cfg.output_dir, cfg.name, cfg.seed)
 
 
 def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset, device: torch.device) -> dict[str, Any]:
@@ -139,56 +142,59 @@ def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset, device: torch.
     }
 
 
-def _check_resumable(cfg: ExperimentConfig, run_dir: Path) -> None:
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    current = config_to_dict(cfg)
-    defaults = config_to_dict(ExperimentConfig())  # a section added since the run was saved has its defaults
-    ignore = {"runtime"}  # progress bars, threads, device may change between sessions
-    changed = sorted(k for k in current if k not in ignore and saved.get(k, defaults.get(k)) != current[k])
-    if changed:
-        raise ConfigError(f"cannot resume {run_dir}: the config differs from the saved one in {', '.join(changed)}")
+def saved_config_layout(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config.yaml in today's layout with today's defaults (socratic 0.1's layout migrated), so that
+    a resume compares like with like; as saved if it no longer validates (the comparison then names the keys)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the 0.1-layout warning is for configs a user writes
+            return config_to_dict(config_from_dict(saved))
+    except ConfigError:
+        return saved
+
+
+def run_folder(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
+               accept_config_changes: bool = False) -> RunFolder:
+    """The run folder of `cfg` (not yet opened): on resume every key but the `NON_NUMERIC_KEYS` must match."""
+    return RunFolder(run_dir_for(cfg), config_to_dict(cfg), resume=resume, overwrite=overwrite,
+                     accept_config_changes=accept_config_changes, read_saved=saved_config_layout,
+                     defaults=config_to_dict(ExperimentConfig()))  # a section added since the run has its defaults
 
 
 def prepare_run_dir(cfg: ExperimentConfig, *, resume: bool, overwrite: bool) -> Path:
-    run_dir = run_dir_for(cfg)
-    has_run = (run_dir / "config.yaml").exists()
-    if resume:
-        if not (run_dir / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"--resume: no checkpoint to resume at {run_dir / 'checkpoints' / 'last.pt'}")
-        _check_resumable(cfg, run_dir)
-        return run_dir
-    if has_run and not overwrite:
-        raise ConfigError(f"run folder {run_dir} exists: pass --resume to continue it or --overwrite to replace it")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    save_config(cfg, run_dir / "config.yaml")
-    return run_dir
+    """Create (or check, on resume) the run folder of `cfg` and return its path; the lock is released again
+    (a run holds it through `Trainer.fit`)."""
+    with run_folder(cfg, resume=resume, overwrite=overwrite) as folder:
+        return folder.path
 
 
 def run_experiment(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
-                   callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
-                   ) -> dict[str, Any]:
+                   callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = (),
+                   accept_config_changes: bool = False) -> dict[str, Any]:
     """Train (or distil) as `cfg` says and return the run summary.
 
     Started by torchrun (WORLD_SIZE > 1), the process joins the process group, trains its shard with DDP
     and only rank 0 writes the run folder (docs/distributed.md); every rank returns the same summary.
     `epoch_callbacks` get (epoch, metrics) after each epoch (e.g. to report to a hyperparameter search).
+    `accept_config_changes` lets a resumed run continue with a config whose numerics keys changed (recorded in
+    the run folder's config_changes.jsonl).
     """
     with contextlib.ExitStack() as stack:
         try:
             world, dist_device = stack.enter_context(distributed.session(cfg.runtime.device))
         except ValueError as err:  # a device this (torchrun) process cannot use, or a broken torchrun environment
             raise ConfigError(str(err)) from err
-        return _run(cfg, world, dist_device, resume=resume, overwrite=overwrite, callbacks=callbacks,
-                    epoch_callbacks=epoch_callbacks)
+        folder = run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+        return _run(cfg, world, dist_device, folder, callbacks=callbacks, epoch_callbacks=epoch_callbacks)
 
 
-def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.device | None, *, resume: bool,
-         overwrite: bool, callbacks: Iterable[StepCallback], epoch_callbacks: Iterable[EpochCallback]
-         ) -> dict[str, Any]:
+def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.device | None, folder: RunFolder, *,
+         callbacks: Iterable[StepCallback], epoch_callbacks: Iterable[EpochCallback]) -> dict[str, Any]:
     error: BaseException | None = None
     try:
+        if world.is_main:  # before any data is loaded: a folder we cannot write, a busy folder, an existing run
+            check_output_writable(cfg.output_dir)  # or a changed config on resume fail now, not after the loading
+            folder.check()
         # The same seed on every rank: identical model init and a shared global RNG stream (DA's coin flips).
         device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
         device = dist_device or device  # under torchrun: this rank's device
@@ -205,11 +211,9 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
     except Exception as err:  # noqa: BLE001 - raised on every rank below
         error = err
     distributed.raise_if_any_failed(error)  # a bad config or a missing file stops every rank, not just one
-    # Rank 0 alone makes (or checks) the run folder; its error, if any, is raised on every rank.
-    run_dir = distributed.run_on_main(lambda: prepare_run_dir(cfg, resume=resume, overwrite=overwrite))
-    trainer = Trainer(distiller, train_loader, test_loader, cfg, run_dir, device,
-                      meta=checkpoint_meta(cfg, datasets.train, device), callbacks=callbacks, augmentation=augmentation,
+    # Trainer.fit: rank 0 alone locks and makes (or checks) the run folder; its error is raised on every rank.
+    trainer = Trainer(distiller, train_loader, test_loader, cfg, folder, device,
+                      meta=checkpoint_meta(cfg, datasets.train, device), callbacks=callbacks,
+                      augmentation=augmentation,
                       epoch_callbacks=epoch_callbacks)
-    if resume:
-        trainer.resume()
     return trainer.fit()

@@ -31,8 +31,19 @@ class RunLogger:
                 self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=start_epoch)
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop lines of epochs after `epoch` (a run killed between logging and checkpointing)."""
-        kept = [m for m in read_metrics(self.path) if m["epoch"] <= epoch]
+        """Drop lines of epochs after `epoch` (a run killed between logging and checkpointing), and a last line
+        that a kill or a full disk cut short."""
+        lines = [line for line in (self.path.read_text().splitlines() if self.path.is_file() else []) if line.strip()]
+        kept = []
+        for number, line in enumerate(lines):
+            try:
+                metrics = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines) - 1:
+                    break  # the write of the last line was interrupted
+                raise
+            if metrics["epoch"] <= epoch:
+                kept.append(metrics)
         self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))
 
     def log_epoch(self, metrics: dict[str, Any]) -> None:

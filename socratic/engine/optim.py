@@ -11,13 +11,16 @@ from socratic.config.schema import OptimConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """`cfg.optimizer` over `params`: SGD (with momentum, optionally Nesterov), Adam or RMSProp."""
+    """`cfg.optimizer` over `params`: SGD (with momentum, optionally Nesterov), Adam or RMSProp.
+
+    `cfg` is an `OptimConfig` or any section with `optimizer`, `lr`, `momentum`, `weight_decay` (RL's optim
+    section has no `nesterov`: False)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=getattr(cfg, "nesterov", False) and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     )
 

@@ -1,9 +1,8 @@
-"""The training loop: sum the distiller's named losses, step, schedule, evaluate, log, checkpoint."""
+"""Classification training as a kind of run (`socratic.engine.run.Run`): the distiller's step, evaluation by
+top-1, and what best.pt / last.pt / summary.json hold. The loop, run folder and checkpoints are the skeleton's."""
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,40 +10,57 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from socratic.config import config_to_dict
 from socratic.config.schema import ExperimentConfig
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.engine import distributed
-from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
 from socratic.engine.evaluate import accuracy_from_counts, evaluate_counts
-from socratic.engine.logger import RunLogger, read_metrics
 from socratic.engine.optim import build_optimizer, set_epoch_lr
-from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, rng_state, set_rng_state
+from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress
+from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision
 
-StepCallback = Callable[[int, int], None]  # (epoch, step) after each optimiser step
-# (epoch, metrics) after each epoch's metrics are logged and last.pt is written; may raise to stop the run
-# (e.g. optuna.TrialPruned: the run folder keeps the epochs done). Under torchrun it runs on every rank
-# with the same (all-ranks) metrics.
-EpochCallback = Callable[[int, dict[str, Any]], None]
 # A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
 # x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset.
 Augmentation = Callable[[torch.Tensor, torch.nn.Module, Any], torch.Tensor]
+LossCheck = Callable[[torch.Tensor, dict[str, torch.Tensor]], None]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A NaN/inf loss; the last good checkpoint on disk is kept."""
+def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: TrainContext,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, precision: str = "fp32",
+               augmentation: Augmentation | None = None, forward: Callable[..., Any] | None = None,
+               check_loss: LossCheck | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step of a distiller (the only copy: the Trainer and `socratic bench` use it).
+
+    `augmentation` transforms the batch inside the same autocast (the distiller recomputes the teachers'
+    logits on the new batch; CE keeps the labels); `forward` replaces `distiller.forward_train` (the DDP
+    wrapper under torchrun); `check_loss(loss, losses)` may raise before the backward (the NaN stop).
+    Returns the logits and the named losses.
+    """
+    with autocast(x.device, precision):
+        if augmentation is not None:
+            x = augmentation(x, distiller.student, distiller.teachers)
+        logits, losses = (forward or distiller.forward_train)(x, y, ctx)
+    loss = sum(losses.values())
+    if check_loss is not None:
+        check_loss(loss, losses)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, losses
 
 
-class Trainer:
+class Trainer(Run):
     """Runs `config.optim.epochs` epochs of `distiller` and writes the run folder.
 
-    The run folder holds `metrics.jsonl`, `tb/` (TensorBoard), `checkpoints/last.pt` (everything a
-    resume needs, written each epoch) and `checkpoints/best.pt` (student weights at the best top-1),
-    and `summary.json` at the end. A resumed run continues to the same result as an uninterrupted one:
-    the schedule is a function of the epoch, batches depend only on (seed, epoch), and the RNG states
-    are checkpointed.
+    `run_dir` is a `socratic.engine.run.RunFolder` (as `socratic.experiment` makes it) or a path (a fresh
+    folder). The run folder holds `metrics.jsonl`, `tb/` (TensorBoard), `checkpoints/last.pt` (everything a
+    resume needs, written each epoch), `checkpoints/best.pt` (student weights at the best top-1) and
+    `summary.json` at the end. A resumed run continues to the same result as an uninterrupted one: the
+    schedule is a function of the epoch, batches depend only on (seed, epoch), and the RNG states are
+    checkpointed.
 
     `augmentation` (optional) transforms each training batch before `forward_train`:
     `x = augmentation(x, distiller.student, distiller.teachers)`, inside the same autocast, so the
@@ -55,28 +71,29 @@ class Trainer:
     Under torchrun (a process group with more than one rank, see `socratic.engine.distributed`) the
     trainable modules are wrapped in DistributedDataParallel, metrics are summed over ranks, and only
     rank 0 writes the run folder; `augmentation` gets the unwrapped student, so its input gradients never
-    trigger a gradient all-reduce.
+    trigger a gradient all-reduce. Epoch callbacks run on every rank with the same (all-ranks) metrics.
     """
 
+    score_key = "val_top1"
+    best_key = "best_top1"
+
     def __init__(self, distiller: Distiller, train_loader: Any, val_loader: Iterable, config: ExperimentConfig,
-                 run_dir: str | Path, device: torch.device, meta: dict[str, Any] | None = None,
+                 run_dir: RunFolder | str | Path, device: torch.device, meta: dict[str, Any] | None = None,
                  callbacks: Iterable[StepCallback] = (), console: Console | None = None,
                  augmentation: Augmentation | None = None, epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        self.dist = distributed.info()
-        if self.dist.enabled and config.runtime.sync_bn:
+        folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, config_to_dict(config))
+        runtime = config.runtime
+        super().__init__(folder, epochs=config.optim.epochs, device=device, progress=runtime.progress,
+                         tensorboard=runtime.tensorboard, console=console, step_callbacks=callbacks,
+                         epoch_callbacks=epoch_callbacks)
+        if self.dist.enabled and runtime.sync_bn:
             distributed.convert_sync_batchnorm(distiller)
         self.distiller = distiller.to(device)
         self.augmentation = augmentation
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.config = config
-        self.run_dir = Path(run_dir)
-        self.device = device
         self.meta = meta or {}
-        self.callbacks = list(callbacks)
-        self.epoch_callbacks = list(epoch_callbacks)
-        self.console = console or Console(stderr=True)
-        runtime = config.runtime
         if runtime.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
         params = [p for m in distiller.trainable_modules().values() for p in m.parameters() if p.requires_grad]
@@ -86,81 +103,82 @@ class Trainer:
         self.ddp = (distributed.wrap_distiller(self.distiller, device,
                                                find_unused_parameters=runtime.find_unused_parameters)
                     if self.dist.enabled else None)
-        self.start_epoch = 1
-        self.best_top1 = -math.inf
+        self.lr = config.optim.lr
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.folder.checkpoint_dir
 
-    def _state(self, epoch: int, lr: float) -> dict[str, Any]:
+    @property
+    def best_top1(self) -> float:
+        return self.best_score
+
+    # ------------------------------------------------------------------------------------ the kind's state
+    def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.distiller.student.state_dict(),
             "extra": {name: m.state_dict() for name, m in self.distiller.extra_modules().items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "scheduler": {"epoch": epoch, "lr": lr},
-            "epoch": epoch,
-            "best_top1": self.best_top1,
-            "rng": rng_state(),
+            "scheduler": {"lr": self.lr},
+            "best_top1": self.best_score,
             "meta": self.meta,
         }
 
-    def resume(self) -> None:
-        """Load `checkpoints/last.pt` and continue after its epoch (every rank loads it under torchrun)."""
-        state = distributed.load_on_all_ranks(self.checkpoint_dir / "last.pt",
-                                              lambda path: load_checkpoint(path, map_location=self.device))
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.distiller.student.load_state_dict(state["model"])
         for name, module in self.distiller.extra_modules().items():
             module.load_state_dict(state["extra"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.best_top1 = state["best_top1"]
-        set_rng_state(state["rng"])
-        self.start_epoch = state["epoch"] + 1
 
-    def _train_epoch(self, epoch: int, progress: Progress) -> dict[str, float]:
-        runtime = self.config.runtime
-        self.distiller.train()
-        self.train_loader.set_epoch(epoch)
-        loss_sums: dict[str, float] = {}
-        correct = seen = 0
-        task = progress.add_task(f"epoch {epoch}/{self.config.optim.epochs}", total=len(self.train_loader), speed="")
-        start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            with autocast(self.device, runtime.precision):
-                if self.augmentation is not None:
-                    x = self.augmentation(x, self.distiller.student, self.distiller.teachers)
-                ctx = TrainContext(epoch, step, self.config.optim.epochs, len(self.train_loader))
-                if self.ddp is not None:
-                    logits, losses = self.ddp(x, y, ctx)
-                else:
-                    logits, losses = self.distiller.forward_train(x, y, ctx)
-            loss = sum(losses.values())
+    def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"model": self.distiller.student.state_dict(), "meta": self.meta, "epoch": epoch,
+                "top1": metrics["val_top1"]}
+
+    # ------------------------------------------------------------------------------------------ the epoch
+    def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
+        self.lr = set_epoch_lr(self.optimizer, epoch, self.config.optim)
+        metrics: dict[str, Any] = {"lr": self.lr, **self._train_epoch(epoch, steps)}
+        self.distiller.on_epoch_end(epoch)  # e.g. MTKD-RL's agent update, before metrics and last.pt
+        metrics.update(self._method_metrics())
+        if self.dist.enabled:
+            self._check_ranks_agree(epoch)
+        return metrics
+
+    def _check_finite(self, epoch: int, step: int) -> LossCheck:
+        def check(loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
             local_finite = bool(torch.isfinite(loss))
             # Under torchrun every rank stops together, so none is left waiting in the gradient all-reduce.
             finite = distributed.all_true(local_finite) if self.dist.enabled else local_finite
             if not finite:
                 values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
                 where = "" if not local_finite else ", here finite: another rank's loss is not"
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {step} ({values}{where}); stopped. The last good "
-                    f"checkpoint is {self.checkpoint_dir / 'last.pt'} (epoch {epoch - 1})."
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+                raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step} ({values}{where}); stopped.")
+        return check
+
+    def _train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, float]:
+        self.distiller.train()
+        self.train_loader.set_epoch(epoch)
+        loss_sums: dict[str, float] = {}
+        correct = seen = 0
+        steps_per_epoch = len(self.train_loader)
+        steps.start(steps_per_epoch, unit="img")
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader):
+            ctx = TrainContext(epoch, step, self.config.optim.epochs, steps_per_epoch)
+            logits, losses = train_step(self.distiller, x, y, ctx, self.optimizer, self.scaler,
+                                        precision=self.config.runtime.precision, augmentation=self.augmentation,
+                                        forward=self.ddp, check_loss=self._check_finite(epoch, step))
+            step_loss = 0.0
             for name, value in losses.items():
-                loss_sums[name] = loss_sums.get(name, 0.0) + float(value.detach()) * y.numel()
+                value = float(value.detach())
+                step_loss += value
+                loss_sums[name] = loss_sums.get(name, 0.0) + value * y.numel()
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.numel()
-            elapsed = time.perf_counter() - start
-            progress.update(task, advance=1, speed=f"{seen / max(elapsed, 1e-9):,.0f} img/s")
-            for callback in self.callbacks:
-                callback(epoch, step)
+            steps.step(loss=step_loss, count=y.numel())
         elapsed = time.perf_counter() - start
-        progress.remove_task(task)
         if self.dist.enabled:  # sums over all ranks: the metrics describe the whole (global) epoch
             parts = distributed.gather_objects((loss_sums, correct, seen, elapsed))
             loss_sums = {}
@@ -190,6 +208,12 @@ class Trainer:
                 merged.setdefault(key, []).append(value)
         return {key: (sum(values) / len(values) if all(isinstance(v, (int, float)) for v in values) else values[0])
                 for key, values in merged.items()}
+
+    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, float] | None:
+        """`val_top1`, `val_top5`, `val_loss` every `runtime.eval_every` epochs and at the last (else None)."""
+        if epoch != self.epochs and epoch % self.config.runtime.eval_every != 0:
+            return None
+        return {f"val_{k}": v for k, v in self._evaluate().items()}
 
     def _evaluate(self) -> dict[str, float]:
         """Top-1/top-5/loss on the validation loader; under torchrun each rank counts its shard (padding
@@ -224,60 +248,7 @@ class Trainer:
                     "local update (or update it on rank 0 and broadcast_module(module)); see docs/distributed.md"
                 )
 
-    def fit(self) -> dict[str, Any]:
-        """Train to the last epoch and return the summary (also written to `summary.json`).
-
-        Under torchrun every rank returns the same summary; only rank 0 writes files and prints.
-        """
-        cfg = self.config
-        main = self.dist.is_main
-        logger = None
-        if main:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            logger = RunLogger(self.run_dir, cfg.runtime.tensorboard, start_epoch=self.start_epoch)
-            logger.truncate_after(self.start_epoch - 1)
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(), console=self.console, disable=not (cfg.runtime.progress and main), transient=True,
-        )
-        wall_start = time.perf_counter()
-        try:
-            with progress:
-                for epoch in range(self.start_epoch, cfg.optim.epochs + 1):
-                    lr = set_epoch_lr(self.optimizer, epoch, cfg.optim)
-                    metrics: dict[str, Any] = {"epoch": epoch, "lr": lr, **self._train_epoch(epoch, progress)}
-                    self.distiller.on_epoch_end(epoch)  # e.g. MTKD-RL's agent update, before metrics and last.pt
-                    metrics.update(self._method_metrics())
-                    if self.dist.enabled:
-                        self._check_ranks_agree(epoch)
-                    last = epoch == cfg.optim.epochs
-                    if last or epoch % cfg.runtime.eval_every == 0:
-                        val = self._evaluate()
-                        metrics.update({f"val_{k}": v for k, v in val.items()})
-                        if val["top1"] > self.best_top1:
-                            self.best_top1 = val["top1"]
-                            if main:
-                                save_checkpoint(
-                                    {"model": self.distiller.student.state_dict(), "meta": self.meta,
-                                     "epoch": epoch, "top1": val["top1"]},
-                                    self.checkpoint_dir / "best.pt",
-                                )
-                        metrics["best_top1"] = self.best_top1
-                    if main:
-                        logger.log_epoch(metrics)
-                        save_checkpoint(self._state(epoch, lr), self.checkpoint_dir / "last.pt")
-                        self.console.print(_epoch_line(metrics), highlight=False)
-                    distributed.barrier()  # the others wait until rank 0 has written the epoch
-                    for callback in self.epoch_callbacks:
-                        callback(epoch, metrics)
-        finally:
-            if logger is not None:
-                logger.close()
-        wall_time = time.perf_counter() - wall_start
-        return distributed.run_on_main(lambda: self._write_summary(wall_time))
-
-    def _write_summary(self, wall_time: float) -> dict[str, Any]:
-        history = read_metrics(self.run_dir / "metrics.jsonl")
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
         evaluated = [m for m in history if "val_top1" in m]
         final = evaluated[-1]
         summary = {
@@ -293,8 +264,15 @@ class Trainer:
             "peak_memory_mb": max(m.get("peak_memory_mb", 0.0) for m in history),
             "wall_time_this_session": wall_time,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+    def epoch_line(self, metrics: dict[str, Any]) -> str:
+        return _epoch_line(metrics)
+
+    def resolved(self) -> dict[str, Any]:
+        """The device type and the precision `runtime.precision` resolves to here (`auto`: bf16 or fp32)."""
+        return {**super().resolved(),
+                "runtime.precision (resolved)": resolve_precision(self.device, self.config.runtime.precision)}
 
 
 def _epoch_line(metrics: dict[str, Any]) -> str:
@@ -303,3 +281,6 @@ def _epoch_line(metrics: dict[str, Any]) -> str:
         parts += [f"val top1 {metrics['val_top1']:.2f}", f"top5 {metrics['val_top5']:.2f}"]
     parts.append(f"{metrics['train_img_per_s']:,.0f} img/s")
     return " | ".join(parts)
+
+
+__all__ = ["Augmentation", "EpochCallback", "NonFiniteLossError", "StepCallback", "Trainer", "train_step"]

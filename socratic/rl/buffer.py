@@ -55,6 +55,24 @@ class StateBuffer:
         self._next = (self._next + n) % self.capacity
         self._size = min(self.capacity, self._size + n)
 
+    def state_dict(self) -> dict[str, int]:
+        """Where the ring stands (not its contents): enough to check a rebuilt buffer (`rewind`)."""
+        return {"next": self._next, "size": self._size, "added": self.added}
+
+    def rewind(self, state: dict[str, int], adds: Sequence[int]) -> None:
+        """Empty the buffer and put its write position where it was before the last additions of `adds`
+        (their sizes, oldest first) that led to `state`, so that adding the same batches again rebuilds the
+        same contents *and* ring layout (minibatches gather in ring order). Use `check(state)` afterwards."""
+        written = sum(min(int(n), self.capacity) for n in adds)
+        self._next = (int(state["next"]) - written) % self.capacity
+        self._size = 0
+        self.added = int(state["added"]) - sum(int(n) for n in adds)
+
+    def check(self, state: dict[str, int]) -> None:
+        """Raise if the buffer does not stand where `state` says (a rebuild that went wrong)."""
+        if self.state_dict() != {k: int(v) for k, v in state.items()}:
+            raise RuntimeError(f"rebuilt state buffer {self.state_dict()} does not match the checkpoint's {state}")
+
     def chronological(self) -> np.ndarray:
         """Indices of the stored states from the oldest to the newest."""
         start = (self._next - self._size) % self.capacity

@@ -26,8 +26,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run folder (RL runs are not resumable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--accept-config-changes", action="store_true",
+                        help="with --resume: continue although keys that change the numbers differ from the saved "
+                             "config; the change is recorded in the run folder's config_changes.jsonl")
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -38,7 +42,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     gymnasium("socratic rl train-teacher")
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
-    _console().print_json(json.dumps(train_teacher(config, overwrite=args.overwrite)))
+    summary = train_teacher(config, overwrite=args.overwrite, resume=args.resume,
+                            accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 
@@ -49,11 +55,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     overrides = [*args.overrides, "teacher.trust_pickle=true"] if args.trust_pickle else args.overrides
     config = load_rl_config(DistillConfig, args.config, overrides)
+    options = dict(overwrite=args.overwrite, resume=args.resume, accept_config_changes=args.accept_config_changes)
     if config.teacher.trust_pickle:
         with trusting_pickle(config.teacher.checkpoint):
-            result = run_distillation(config, overwrite=args.overwrite)
+            result = run_distillation(config, **options)
     else:
-        result = run_distillation(config, overwrite=args.overwrite)
+        result = run_distillation(config, **options)
     _console().print_json(json.dumps(result))
     return 0
 
@@ -66,7 +73,9 @@ def cmd_dpd(args: argparse.Namespace) -> int:
     gymnasium("socratic rl dpd")
     from socratic.rl.dqn import run_dpd  # needs stable-baselines3
 
-    _console().print_json(json.dumps(run_dpd(config, overwrite=args.overwrite)))
+    summary = run_dpd(config, overwrite=args.overwrite, resume=args.resume,
+                      accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
     return 0
 
 

@@ -17,14 +17,24 @@ same `socratic.augment.DisagreementAugmentation` as for classification (objectiv
 
 Where this implementation chooses: log-probabilities are `log_softmax` (their `log(softmax)` underflows at
 tau = 0.01); evaluation episodes are split evenly over the vectorised environments (no bias to short
-episodes); a run is not resumable (the buffer is not checkpointed) -- rerun with --overwrite.
+episodes); each epoch's collection starts new episodes (the environments are reset with a seed derived from
+(seed, epoch), episodes do not run on across epochs), so that an epoch is a function of (seed, epoch) and a
+run resumes exactly.
+
+The run is a kind of `socratic.engine.run.Run` (`PolicyDistillationRun`): run folder, lock, progress bar,
+metrics.jsonl + TensorBoard, best/last checkpoints, `--resume`, NaN stop and summary.json come from the
+skeleton. Resume is bit-identical to an uninterrupted run: collection, exploration draws and minibatch order
+of epoch e are seeded by (seed, e); last.pt holds the student, the optimiser, the update counter, the global
+RNG states (DA's coin flips) and where the FIFO ring stands, not its contents -- on resume the buffer is
+rebuilt by replaying the collection of the epochs it still holds (the teacher is frozen, so collection
+repeats exactly), which keeps last.pt small even for Atari's 15 GB buffer (docs/methods/rl.md).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +45,13 @@ from torch import nn
 
 import socratic
 from socratic.config import ConfigError
-from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
-from socratic.engine.logger import RunLogger, read_metrics
+from socratic.engine.logger import read_metrics
+from socratic.engine.optim import build_optimizer, set_epoch_lr
+from socratic.engine.run import (NON_NUMERIC_KEYS, EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback,
+                                 StepProgress, check_output_writable, run_dir_for)
 from socratic.engine.runtime import setup_run
-from socratic.engine.trainer import NonFiniteLossError
 from socratic.rl.buffer import StateBuffer
-from socratic.rl.config import DistillConfig, NetConfig, save_rl_config
+from socratic.rl.config import DistillConfig, NetConfig, rl_config_from_dict, rl_config_to_dict
 from socratic.rl.envs import EnvInfo, env_info, make_vec_env
 from socratic.rl.losses import policy_loss
 from socratic.rl.networks import QNetwork, count_parameters
@@ -53,12 +64,12 @@ def build_qnetwork(net: NetConfig, info: EnvInfo) -> QNetwork:
     return QNetwork(info.obs_shape, info.num_actions, net.arch or info.arch, net.convs, net.hidden, info.input_scale)
 
 
-def build_optimizer(params: Any, optim: Any) -> torch.optim.Optimizer:
-    if optim.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-    if optim.optimizer == "adam":
-        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    return torch.optim.RMSprop(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 32-bit seed for one stream of randomness (0: collection, 1: minibatch order) of one epoch."""
+    return int(np.random.SeedSequence((seed, epoch, stream)).generate_state(1)[0])
+
+
+COLLECT, MINIBATCHES = 0, 1
 
 
 def build_da(da_cfg: Any) -> Any:
@@ -92,18 +103,38 @@ class PolicyDistillation:
         self.loss, self.temperature = loss, temperature
         self.max_updates_per_epoch = max_updates_per_epoch
         self.device = torch.device(device)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.updates = 0
 
-    def collect(self) -> dict[str, float]:
+    def collect(self, epoch: int, steps: StepProgress | None = None) -> dict[str, float]:
+        """Epoch `epoch`'s collection into the buffer: a function of (teacher, seed, epoch)."""
         start = time.perf_counter()
-        states, q_values, stats = self.collector.collect(self.states_per_epoch)
+        self.collector.restart(epoch_seed(self.seed, epoch, COLLECT))
+        if steps is not None:
+            steps.start(self.states_per_epoch, unit="state", description=f"epoch {epoch} collect")
+        states, q_values, stats = self.collector.collect(self.states_per_epoch,
+                                                         on_store=steps.advance if steps is not None else None)
         self.buffer.add(states, q_values)
         return {**stats.as_metrics(), "buffer_states": float(len(self.buffer)), "time_collect": time.perf_counter() - start}
 
-    def train_step(self, states: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rebuild_buffer(self, epoch: int, state: dict[str, int]) -> None:
+        """Refill the (empty) buffer as it stood after `epoch` by replaying the collections of the epochs whose
+        states it still holds; `state` is `buffer.state_dict()` at that point (checked at the end)."""
+        kept = math.ceil(self.buffer.capacity / self.states_per_epoch)
+        epochs = range(max(1, epoch - kept + 1), epoch + 1)
+        self.buffer.rewind(state, [self.states_per_epoch] * len(epochs))
+        for replayed in epochs:
+            self.collector.restart(epoch_seed(self.seed, replayed, COLLECT))
+            self.buffer.add(*self.collector.collect(self.states_per_epoch)[:2])
+        try:
+            self.buffer.check(state)
+        except RuntimeError as err:  # e.g. collect.* accepted as changed: the old epochs cannot be replayed
+            raise ConfigError(f"cannot rebuild the state buffer of epoch {epoch} by replaying its collection ({err}): "
+                              "collect.states_per_epoch and collect.buffer_size must stay as the run had them") from err
+
+    def train_step(self, states: torch.Tensor, targets: torch.Tensor, where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a minibatch; returns the loss (detached) and, per state, whether the student's
-        greedy action equals the teacher's."""
+        greedy action equals the teacher's. `where` (e.g. "epoch 3, step 7") goes into a NaN stop's message."""
         x = states.to(self.device)
         t = targets.to(self.device)
         if self.da is not None:
@@ -116,50 +147,71 @@ class PolicyDistillation:
         q = self.student(x)
         loss = policy_loss(self.loss, q, t, self.temperature)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite policy-distillation loss after {self.updates} updates")
+            at = f" at {where}" if where else ""
+            raise NonFiniteLossError(f"non-finite policy-distillation loss{at} ({self.loss}={float(loss):.4g}, "
+                                     f"after {self.updates} updates); stopped.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.updates += 1
         return loss.detach(), t.argmax(dim=1) == q.detach().argmax(dim=1)
 
-    def train_pass(self) -> dict[str, float]:
-        """One shuffled pass over the buffer (or `max_updates_per_epoch` minibatches of it)."""
+    def train_pass(self, epoch: int, steps: StepProgress | None = None) -> dict[str, float]:
+        """One shuffled pass over the buffer (or `max_updates_per_epoch` minibatches of it); the order is a
+        function of (seed, epoch)."""
         start = time.perf_counter()
         self.student.train()
+        rng = np.random.default_rng(epoch_seed(self.seed, epoch, MINIBATCHES))
+        if steps is not None:
+            steps.start(self.buffer.num_batches(self.batch_size, self.max_updates_per_epoch), unit="state",
+                        description=f"epoch {epoch} train")
         loss_sum = torch.zeros(())
         agree = seen = batches = 0
-        for states, targets in self.buffer.epoch(self.batch_size, self.rng, self.max_updates_per_epoch):
-            loss, agreement = self.train_step(states, targets)
+        for states, targets in self.buffer.epoch(self.batch_size, rng, self.max_updates_per_epoch):
+            loss, agreement = self.train_step(states, targets, where=f"epoch {epoch}, step {batches}")
             loss_sum += loss.cpu() * len(states)
             agree += int(agreement.sum())
             seen += len(states)
             batches += 1
+            if steps is not None:
+                steps.step(loss=float(loss), count=len(states))
         metrics = {"train_loss": float(loss_sum) / max(seen, 1), "train_agreement": 100.0 * agree / max(seen, 1),
                    "train_updates": float(batches), "time_train": time.perf_counter() - start}
         if self.da is not None:
             metrics.update(self.da.epoch_metrics())
         return metrics
 
-    def epoch(self) -> dict[str, float]:
-        return {**self.collect(), **self.train_pass()}
+    def epoch(self, epoch: int, steps: StepProgress | None = None) -> dict[str, float]:
+        return {**self.collect(epoch, steps), **self.train_pass(epoch, steps)}
 
 
 # ------------------------------------------------------------------------------------------ the run
-def run_dir_for(cfg: Any) -> Path:
-    return Path(cfg.output_dir) / cfg.name / f"seed{cfg.seed}"
+# RL keys that do not change a run's numbers, besides the shared ones (output_dir, runtime.progress, ...).
+RL_NON_NUMERIC_KEYS = (*NON_NUMERIC_KEYS, "env.asynchronous", "teacher.trust_pickle")
+
+
+def rl_run_folder(cfg: Any, *, resume: bool = False, overwrite: bool = False,
+                  accept_config_changes: bool = False) -> RunFolder:
+    """The run folder of an RL config (`socratic rl distill | train-teacher | dpd`), not yet opened."""
+
+    def read_saved(saved: dict[str, Any]) -> dict[str, Any]:  # today's layout and defaults, if it still validates
+        try:
+            return rl_config_to_dict(rl_config_from_dict(type(cfg), saved))
+        except ConfigError:
+            return saved
+
+    return RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), rl_config_to_dict(cfg), resume=resume,
+                     overwrite=overwrite, accept_config_changes=accept_config_changes,
+                     defaults=rl_config_to_dict(type(cfg)()), ignore=RL_NON_NUMERIC_KEYS, read_saved=read_saved)
 
 
 def prepare_run_dir(cfg: Any, overwrite: bool) -> Path:
-    """A fresh run folder with the resolved config; an existing one needs `overwrite` (RL runs do not resume)."""
-    run_dir = run_dir_for(cfg)
-    if (run_dir / "config.yaml").exists() and not overwrite:
-        raise ConfigError(f"run folder {run_dir} exists: pass --overwrite to replace it (RL runs are not resumable)")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True)
-    save_rl_config(cfg, run_dir / "config.yaml")
-    return run_dir
+    """A fresh run folder with the resolved config and `checkpoints/` (the lock is released again).
+
+    Transitional, for `socratic.rl.dqn` until its runs are kinds of `socratic.engine.run.Run`."""
+    with rl_run_folder(cfg, overwrite=overwrite) as folder:
+        folder.checkpoint_dir.mkdir(exist_ok=True)
+        return folder.path
 
 
 def method_name(cfg: DistillConfig) -> str:
@@ -217,13 +269,113 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
     return " | ".join(parts)
 
 
-def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
+class PolicyDistillationRun(Run):
+    """`socratic rl distill` as a kind of run: an epoch is collection + one pass, evaluated by greedy play;
+    best.pt is the student at the best evaluation score; the summary adds the final evaluation of best.pt."""
+
+    score_key = "eval_score_mean"
+    best_key = "best_eval_score"
+
+    def __init__(self, cfg: DistillConfig, folder: RunFolder, pd: PolicyDistillation, eval_envs: Any, info: EnvInfo,
+                 *, device: torch.device, console: Console | None = None, step_callbacks: Iterable[StepCallback] = (),
+                 epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(folder, epochs=cfg.optim.epochs, device=device, progress=cfg.runtime.progress,
+                         tensorboard=getattr(cfg.runtime, "tensorboard", True), console=console,
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.cfg, self.pd, self.eval_envs, self.info = cfg, pd, eval_envs, info
+        self.meta = {"method": method_name(cfg), "socratic_version": socratic.__version__}
+
+    def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
+        lr = set_epoch_lr(self.pd.optimizer, epoch, self.cfg.optim)  # the optim section's schedule (constant)
+        return {"lr": lr, **self.pd.epoch(epoch, steps)}
+
+    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        scores = play_episodes(self.pd.student, self.eval_envs, self.cfg.eval.episodes_per_epoch, seed=10_000 + epoch,
+                               device=self.device)
+        summary = score_summary(scores)
+        return {"eval_score_mean": summary["mean"], "eval_score_std": summary["std"],
+                "time_eval": time.perf_counter() - start}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**qnetwork_checkpoint(self.pd.student, self.info, **self.meta),
+                "optimizer": self.pd.optimizer.state_dict(), "updates": self.pd.updates,
+                "buffer": self.pd.buffer.state_dict(), "best_eval_score": self.best_score}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pd.student.load_state_dict(state["model"])
+        self.pd.optimizer.load_state_dict(state["optimizer"])
+        self.pd.updates = int(state["updates"])
+        self.pd.rebuild_buffer(int(state["epoch"]), state["buffer"])
+
+    def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return qnetwork_checkpoint(self.pd.student, self.info, epoch=epoch, eval_score=metrics[self.score_key],
+                                   **self.meta)
+
+    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
+        return _epoch_line(metrics, self.epochs) if self.cfg.runtime.progress else None
+
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+        """The final evaluation of best.pt (and of the teacher) over many episodes, scores.json, the plot."""
+        cfg, info, student, teacher = self.cfg, self.info, self.pd.student, self.pd.teacher
+        best_state = self.folder.load_checkpoint("best", map_location=self.device)
+        student.load_state_dict(best_state["model"])
+        final = play_episodes(student, self.eval_envs, cfg.eval.final_episodes, seed=1, device=self.device)
+        teacher_scores = np.zeros(0)
+        teacher_score = cfg.eval.teacher_score
+        if teacher_score is None and cfg.eval.teacher_episodes > 0:
+            teacher_scores = play_episodes(teacher, self.eval_envs, cfg.eval.teacher_episodes, seed=1,
+                                           device=self.device)
+            teacher_score = float(np.mean(teacher_scores))
+        student_summary = score_summary(final)
+        teacher_summary = score_summary(teacher_scores)
+        result = {
+            "kind": "rl_distill",
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "suite": info.suite,
+            "game": info.game,
+            "method": method_name(cfg),
+            "loss": cfg.loss.name,
+            "student_params": count_parameters(student),
+            "teacher_params": count_parameters(teacher),
+            "epochs": cfg.optim.epochs,
+            "best_epoch": int(best_state["meta"]["epoch"]),
+            "best_eval_score": float(self.best_score),
+            "score_mean": student_summary["mean"],
+            "score_std": student_summary["std"],
+            "episodes": student_summary["episodes"],
+            "teacher_score_mean": teacher_score,
+            "teacher_score_std": teacher_summary["std"] if len(teacher_scores) else None,
+            "teacher_episodes": int(len(teacher_scores)),
+            "relative_score": (100.0 * student_summary["mean"] / teacher_score
+                               if teacher_score not in (None, 0.0) else None),
+            "train_time": sum(m.get("time_collect", 0.0) + m.get("time_train", 0.0) + m.get("time_eval", 0.0)
+                              for m in history),
+            "wall_time_this_session": wall_time,
+            "updates": self.pd.updates,
+        }
+        self.folder.write_json("scores.json", {"student": final.tolist(), "teacher": teacher_scores.tolist()})
+        if cfg.runtime.plot:
+            plot_learning_curve(self.folder.path, teacher_score=teacher_score,
+                                title=f"{info.game}: {method_name(cfg)} ({result['student_params']:,} params)")
+        return result
+
+
+def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Console | None = None, *,
+                     resume: bool = False, accept_config_changes: bool = False,
+                     step_callbacks: Iterable[StepCallback] = (),
+                     epoch_callbacks: Iterable[EpochCallback] = ()) -> dict[str, Any]:
     """Run `socratic rl distill` as `cfg` says; returns the summary (also written to summary.json).
 
-    Everything that can fail on bad input (game, extras, teacher file, architectures, DA options) is checked
-    before the run folder is created.
+    Everything that can fail on bad input (output folder, game, extras, teacher file, architectures, DA options)
+    is checked before the run folder is created. `resume` continues `checkpoints/last.pt` to the result of an
+    uninterrupted run; `step_callbacks` get (epoch, update) after each update, `epoch_callbacks`
+    (epoch, metrics) after each epoch's last.pt.
     """
-    console = console or Console(stderr=True)
+    check_output_writable(cfg.output_dir)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
     device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
     info = env_info(cfg.env.suite, cfg.env.game)
     teacher_spec = None
@@ -233,87 +385,24 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
     student = build_qnetwork(cfg.student, info).to(device)
     da = build_da(cfg.da)
     optimizer = build_optimizer(student.parameters(), cfg.optim)
-    run_dir = prepare_run_dir(cfg, overwrite)
 
     env = cfg.env
     collect_envs = make_vec_env(env.suite, info.game, env.num_envs, env.max_episode_steps, env.asynchronous)
     eval_envs = make_vec_env(env.suite, info.game, env.eval_num_envs, env.max_episode_steps, env.asynchronous)
-    collector = TeacherCollector(teacher, collect_envs, cfg.collect.epsilon, seed=cfg.seed, device=device)
-    buffer = StateBuffer(cfg.collect.buffer_size, info.obs_shape, info.num_actions)
-    pd = PolicyDistillation(teacher, student, collector, buffer, optimizer,
-                            states_per_epoch=cfg.collect.states_per_epoch, batch_size=cfg.optim.batch_size,
-                            loss=cfg.loss.name, temperature=cfg.loss.temperature, da=da,
-                            max_updates_per_epoch=cfg.optim.max_updates_per_epoch, seed=cfg.seed, device=device)
-    meta = {"method": method_name(cfg), "socratic_version": socratic.__version__}
-    logger = RunLogger(run_dir, tensorboard=False)
-    best = -np.inf
-    wall_start = time.perf_counter()
     try:
-        for epoch in range(1, cfg.optim.epochs + 1):
-            metrics: dict[str, Any] = {"epoch": epoch, **pd.epoch()}
-            start = time.perf_counter()
-            scores = play_episodes(student, eval_envs, cfg.eval.episodes_per_epoch, seed=10_000 + epoch, device=device)
-            summary = score_summary(scores)
-            metrics.update(eval_score_mean=summary["mean"], eval_score_std=summary["std"],
-                           time_eval=time.perf_counter() - start)
-            if summary["mean"] > best:
-                best = summary["mean"]
-                save_checkpoint(qnetwork_checkpoint(student, info, epoch=epoch, eval_score=best, **meta),
-                                run_dir / "checkpoints" / "best.pt")
-            metrics["best_eval_score"] = best
-            logger.log_epoch(metrics)
-            save_checkpoint({**qnetwork_checkpoint(student, info, epoch=epoch, **meta),
-                             "optimizer": optimizer.state_dict(), "epoch": epoch, "best_eval_score": best},
-                            run_dir / "checkpoints" / "last.pt")
-            if cfg.runtime.progress:
-                console.print(_epoch_line(metrics, cfg.optim.epochs), highlight=False, soft_wrap=True)
-        train_time = time.perf_counter() - wall_start
-
-        best_state = load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
-        student.load_state_dict(best_state["model"])
-        final = play_episodes(student, eval_envs, cfg.eval.final_episodes, seed=1, device=device)
-        teacher_scores = np.zeros(0)
-        teacher_score = cfg.eval.teacher_score
-        if teacher_score is None and cfg.eval.teacher_episodes > 0:
-            teacher_scores = play_episodes(teacher, eval_envs, cfg.eval.teacher_episodes, seed=1, device=device)
-            teacher_score = float(np.mean(teacher_scores))
+        collector = TeacherCollector(teacher, collect_envs, cfg.collect.epsilon, seed=cfg.seed, device=device)
+        buffer = StateBuffer(cfg.collect.buffer_size, info.obs_shape, info.num_actions)
+        pd = PolicyDistillation(teacher, student, collector, buffer, optimizer,
+                                states_per_epoch=cfg.collect.states_per_epoch, batch_size=cfg.optim.batch_size,
+                                loss=cfg.loss.name, temperature=cfg.loss.temperature, da=da,
+                                max_updates_per_epoch=cfg.optim.max_updates_per_epoch, seed=cfg.seed, device=device)
+        run = PolicyDistillationRun(cfg, folder, pd, eval_envs, info, device=device, console=console,
+                                    step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        return run.fit()
     finally:
-        logger.close()
         collect_envs.close()
         eval_envs.close()
-    student_summary = score_summary(final)
-    teacher_summary = score_summary(teacher_scores)
-    result = {
-        "kind": "rl_distill",
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "suite": info.suite,
-        "game": info.game,
-        "method": method_name(cfg),
-        "loss": cfg.loss.name,
-        "student_params": count_parameters(student),
-        "teacher_params": count_parameters(teacher),
-        "epochs": cfg.optim.epochs,
-        "best_epoch": int(best_state["meta"]["epoch"]),
-        "best_eval_score": float(best),
-        "score_mean": student_summary["mean"],
-        "score_std": student_summary["std"],
-        "episodes": student_summary["episodes"],
-        "teacher_score_mean": teacher_score,
-        "teacher_score_std": teacher_summary["std"] if len(teacher_scores) else None,
-        "teacher_episodes": int(len(teacher_scores)),
-        "relative_score": (100.0 * student_summary["mean"] / teacher_score
-                           if teacher_score not in (None, 0.0) else None),
-        "train_time": train_time,
-        "updates": pd.updates,
-    }
-    (run_dir / "scores.json").write_text(json.dumps({"student": final.tolist(), "teacher": teacher_scores.tolist()}) + "\n")
-    (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    if cfg.runtime.plot:
-        plot_learning_curve(run_dir, teacher_score=teacher_score,
-                            title=f"{info.game}: {method_name(cfg)} ({result['student_params']:,} params)")
-    return result
 
 
-__all__ = ["PolicyDistillation", "build_da", "build_optimizer", "build_qnetwork", "plot_learning_curve",
-           "prepare_run_dir", "run_distillation"]
+__all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_qnetwork", "epoch_seed",
+           "plot_learning_curve", "prepare_run_dir", "rl_run_folder", "run_distillation"]

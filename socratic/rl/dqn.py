@@ -3,6 +3,12 @@
 The Q-network is a socratic `QNetwork` inside SB3 (`QTrunkExtractor` + SB3's linear head), so a trained DQN is
 exported as a plain weights-only checkpoint (`checkpoints/best.pt`) besides SB3's own `.zip`.
 
+Both commands are kinds of the run skeleton (`socratic.engine.run.Run`) and resume with `--resume`: an epoch is
+one *round* (train-teacher: the `eval.every_steps` steps between two evaluations; dpd: `dpd.round_steps` steps of
+each learner), each round starts from an environment reset seeded by (run seed, learner, round)
+(`socratic.rl.sb3_state.begin_round`), and `last.pt` holds every learner's full SB3 state
+(`socratic.rl.sb3_state.learner_state`: networks, optimisers, replay buffer, counters, action-space RNG).
+
 Dual policy distillation: Lai, Zha, Li, Hu 2020, "Dual Policy Distillation" (IJCAI). Two peer learners with
 their own environments and replay buffers learn the same task; after each of a learner's TD updates it takes
 one distillation step on `batch_size` states sampled from the *peer's* replay buffer, with per-state weights
@@ -17,26 +23,31 @@ tempered softmaxes by default, see `socratic.rl.losses`), and the value of a sta
 
 from __future__ import annotations
 
-import json
+import io
+import math
+import os
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
-from socratic.engine.checkpoint import load_checkpoint, save_checkpoint
-from socratic.engine.logger import RunLogger
+from socratic.engine.checkpoint import CheckpointError
+from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
+                                 check_output_writable)
 from socratic.engine.runtime import setup_run
 from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig
-from socratic.rl.distill import build_qnetwork, plot_learning_curve, prepare_run_dir
+from socratic.rl.distill import build_qnetwork, plot_learning_curve, rl_run_folder
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.losses import dpd_weights, policy_loss_per_sample
 from socratic.rl.networks import QNetwork, count_parameters
 from socratic.rl.rollout import play_episodes, score_summary
 from socratic.rl.sb3_extractor import QTrunkExtractor
+from socratic.rl.sb3_state import begin_round, learner_state, load_learner_state, round_seed
 from socratic.rl.teachers import SB3QTeacher, qnetwork_checkpoint, sb3_to_qnetwork
 
 
@@ -59,111 +70,228 @@ def policy_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
             "net_arch": [], "normalize_images": False}
 
 
-def build_dqn(cfg: Any, info: EnvInfo, seed: int, device: torch.device, cls: type = DQN) -> Any:
+class RoundDQN(DQN):
+    """An SB3 DQN trained in rounds (`learn(reset_num_timesteps=False)` once per round) whose schedules
+    (exploration, learning rate) follow the whole budget `budget`, not the current round."""
+
+    budget: int = 0
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        total = self.budget or total_timesteps
+        self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total))
+
+
+def build_dqn(cfg: Any, info: EnvInfo, seed: int, device: torch.device, cls: type = RoundDQN) -> Any:
+    """An SB3 DQN (`cls`) on one environment of `info`'s game, with `cfg.net` as its Q-network and `cfg.dqn`'s
+    hyperparameters; its schedules follow `cfg.dqn.n_timesteps`."""
     env = make_env(info.suite, info.game, cfg.env.max_episode_steps)
     spec = net_spec(cfg.net, info)
-    return cls("MlpPolicy", env, policy_kwargs=policy_kwargs(spec), seed=seed, device=device, verbose=0,
-               **dqn_kwargs(cfg.dqn))
+    model = cls("MlpPolicy", env, policy_kwargs=policy_kwargs(spec), seed=seed, device=device, verbose=0,
+                **dqn_kwargs(cfg.dqn))
+    model.budget = cfg.dqn.n_timesteps
+    return model
 
 
 def export_qnetwork(model: Any, info: EnvInfo, spec: dict[str, Any]) -> QNetwork:
     return sb3_to_qnetwork(model.policy.q_net, spec).to("cpu")
 
 
-class _Every(BaseCallback):
-    """Calls `fn(num_timesteps)` every `every` environment steps."""
+class _StepBar(BaseCallback):
+    """Advances the skeleton's step bar (and runs its step callbacks) every environment step of a round."""
 
-    def __init__(self, every: int, fn: Any) -> None:
+    def __init__(self, steps: StepProgress) -> None:
         super().__init__()
-        self.every, self.fn, self.next = every, fn, every
+        self.steps = steps
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self.next:
-            self.next += self.every
-            self.fn(self.num_timesteps)
+        self.steps.step(count=1)
         return True
 
 
-def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """Train a DQN teacher with SB3; the best network by periodic greedy evaluation is kept as
-    `checkpoints/best.pt` (weights only) and `checkpoints/best.zip` (SB3), the final one as `last.*`."""
-    console = console or Console(stderr=True)
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    info = env_info(cfg.env.suite, cfg.env.game)
-    spec = net_spec(cfg.net, info)
-    model = build_dqn(cfg, info, cfg.seed, device)
-    run_dir = prepare_run_dir(cfg, overwrite)
-    ckpt = run_dir / "checkpoints"
-    eval_envs = make_vec_env(info.suite, info.game, cfg.env.eval_num_envs, cfg.env.max_episode_steps,
-                             cfg.env.asynchronous)
-    logger = RunLogger(run_dir, tensorboard=False)
-    state = {"best": -np.inf, "best_timesteps": 0, "round": 0, "last_eval": -1}
-    start = time.perf_counter()
+def learn_round(model: Any, seed: int, until: int, steps: StepProgress) -> int:
+    """One round of a learner: reset its environment with `seed`, then train until `until` environment steps in
+    all (SB3 collects `train_freq` steps at a time, so a round may end up to train_freq - 1 steps later; the next
+    round's target absorbs it). Returns the steps taken."""
+    start = model.num_timesteps
+    if until > start:
+        begin_round(model, seed)
+        model.learn(total_timesteps=until - start, reset_num_timesteps=False, callback=_StepBar(steps))
+    return model.num_timesteps - start
 
-    def evaluate(timesteps: int) -> None:
-        state["round"] += 1
-        state["last_eval"] = timesteps
-        scores = play_episodes(SB3QTeacher(model.policy.q_net, False), eval_envs, cfg.eval.episodes,
-                               seed=10_000 + state["round"], device=device)
-        summary = score_summary(scores)
-        if summary["mean"] > state["best"]:
-            state["best"], state["best_timesteps"] = summary["mean"], timesteps
-            model.save(ckpt / "best.zip")
-            save_checkpoint(qnetwork_checkpoint(export_qnetwork(model, info, spec), info, timesteps=timesteps,
-                                                eval_score=summary["mean"], algo="dqn"), ckpt / "best.pt")
-        metrics = {"epoch": state["round"], "timesteps": timesteps, "eval_score_mean": summary["mean"],
-                   "eval_score_std": summary["std"], "best_eval_score": state["best"],
-                   "exploration_rate": float(model.exploration_rate), "time": time.perf_counter() - start}
-        logger.log_epoch(metrics)
-        if cfg.runtime.progress:
-            console.print(f"steps {timesteps:,} | score {summary['mean']:.2f} ± {summary['std']:.2f} | "
-                          f"best {state['best']:.2f} | eps {model.exploration_rate:.3f}", highlight=False, soft_wrap=True)
 
+def check_finite(model: Any, what: str) -> None:
+    """A `NonFiniteLossError` when a learner's Q-network has NaN/inf weights (the run stops; last.pt is the last
+    good round)."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.policy.q_net.parameters()):
+        raise NonFiniteLossError(f"{what}: the Q-network has non-finite weights (a NaN/inf loss, e.g. from too large "
+                                 "a dqn.learning_rate or dpd.lr); stopped.")
+
+
+def save_sb3_zip(model: Any, path: Path) -> None:
+    """SB3's `.zip` written atomically (a temporary file renamed into place)."""
+    data = io.BytesIO()
+    model.save(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.getvalue())
+    os.replace(tmp, path)
+
+
+class DQNRun(Run):
+    """What the two DQN runs share: the game, the Q-network spec, the learners (`learners`, built by the kind),
+    the evaluation environments, the clock over all sessions, and the learners' part of last.pt."""
+
+    learners: list[Any]
+
+    def __init__(self, cfg: Any, folder: RunFolder, device: torch.device, console: Console, *, epochs: int,
+                 step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(folder, epochs=epochs, device=device, progress=cfg.runtime.progress,
+                         tensorboard=cfg.runtime.tensorboard, console=console,
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.cfg = cfg
+        self.info = env_info(cfg.env.suite, cfg.env.game)
+        self.spec = net_spec(cfg.net, self.info)
+        self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
+                                      cfg.env.max_episode_steps, cfg.env.asynchronous)
+        self.elapsed = 0.0  # training + evaluation seconds over all sessions of the run
+        self._session = time.perf_counter()
+
+    def _time(self) -> float:
+        return self.elapsed + time.perf_counter() - self._session
+
+    def _score(self, q_net: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
+        """Greedy play of a learner's (or a checkpoint's) Q-network on the evaluation environments."""
+        return score_summary(play_episodes(SB3QTeacher(q_net, False), self.eval_envs, episodes, seed=seed,
+                                           device=self.device))
+
+    def _final_score(self, checkpoint: str) -> dict[str, float]:
+        """The final evaluation of `checkpoints/<checkpoint>.pt` over `eval.final_episodes` (seed 1)."""
+        net = QNetwork.from_spec(self.spec)
+        net.load_state_dict(self.folder.load_checkpoint(checkpoint)["model"])
+        return self._score(net.to(self.device), self.cfg.eval.final_episodes, seed=1)
+
+    def _learn(self, epoch: int, until: int, steps: StepProgress) -> None:
+        """Round `epoch` of every learner in turn, each up to `until` environment steps."""
+        steps.start(sum(max(until - learner.num_timesteps, 0) for learner in self.learners), unit="env steps")
+        for i, learner in enumerate(self.learners):
+            learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
+            check_finite(learner, f"round {epoch}" + (f", learner {i}" if len(self.learners) > 1 else ""))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learners": [learner_state(learner) for learner in self.learners], "elapsed": self._time()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "learners" not in state:
+            raise CheckpointError(f"{self.folder.last_path} has no learner state: it was written by a socratic "
+                                  "whose DQN runs did not resume; start the run again with --overwrite")
+        for learner, saved in zip(self.learners, state["learners"], strict=True):
+            load_learner_state(learner, saved)
+        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
+
+    def close(self) -> None:
+        self.eval_envs.close()
+        for learner in self.learners:
+            learner.env.close()
+
+
+def _fit(kind: type[DQNRun], cfg: Any, overwrite: bool, console: Console | None, resume: bool,
+         accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
+         epoch_callbacks: Iterable[EpochCallback]) -> tuple[DQNRun, dict[str, Any]]:
+    check_output_writable(cfg.output_dir)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
+    run = kind(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
+               epoch_callbacks=epoch_callbacks)
     try:
-        model.learn(total_timesteps=cfg.dqn.n_timesteps, callback=_Every(cfg.eval.every_steps, evaluate))
-        if state["last_eval"] != model.num_timesteps:
-            evaluate(model.num_timesteps)
-        train_time = time.perf_counter() - start
-        model.save(ckpt / "last.zip")
-        save_checkpoint(qnetwork_checkpoint(export_qnetwork(model, info, spec), info, timesteps=model.num_timesteps,
-                                            algo="dqn"), ckpt / "last.pt")
-        best = QNetwork.from_spec(spec)
-        best.load_state_dict(load_checkpoint(ckpt / "best.pt")["model"])
-        final = play_episodes(best.to(device), eval_envs, cfg.eval.final_episodes, seed=1, device=device)
+        return run, run.fit()
     finally:
-        logger.close()
-        eval_envs.close()
-        model.env.close()
-    summary = score_summary(final)
-    result = {"kind": "rl_teacher", "name": cfg.name, "seed": cfg.seed, "suite": info.suite, "game": info.game,
-              "algo": "dqn", "params": count_parameters(best), "n_timesteps": int(model.num_timesteps),
-              "best_timesteps": int(state["best_timesteps"]), "best_eval_score": float(state["best"]),
-              "score_mean": summary["mean"], "score_std": summary["std"], "episodes": summary["episodes"],
-              "train_time": train_time}
-    (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        run.close()
+
+
+# --------------------------------------------------------------------------------------------- teacher
+class TeacherRun(DQNRun):
+    """`socratic rl train-teacher` as a run: epoch k trains the DQN up to k * `eval.every_steps` steps (the last
+    one up to `dqn.n_timesteps`) and evaluates the greedy network; the best is `best.pt` (weights only, a
+    teacher for `rl distill`) and `best.zip` (SB3); `last.pt` resumes the run and is also a teacher file (the
+    current network under `model` / `meta`), with `last.zip` beside it at the end."""
+
+    score_key = "eval_score_mean"
+    best_key = "best_eval_score"
+
+    def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console, *,
+                 step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.eval.every_steps),
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.model = build_dqn(cfg, self.info, cfg.seed, device)
+        self.learners = [self.model]
+
+    def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
+        self._learn(epoch, min(epoch * self.cfg.eval.every_steps, self.cfg.dqn.n_timesteps), steps)
+        return {"timesteps": int(self.model.num_timesteps)}
+
+    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        summary = self._score(self.model.policy.q_net, self.cfg.eval.episodes, seed=10_000 + epoch)
+        return {"eval_score_mean": summary["mean"], "eval_score_std": summary["std"],
+                "exploration_rate": float(self.model.exploration_rate), "time": self._time()}
+
+    def _network(self, **meta: Any) -> dict[str, Any]:
+        return qnetwork_checkpoint(export_qnetwork(self.model, self.info, self.spec), self.info,
+                                   timesteps=int(self.model.num_timesteps), algo="dqn", **meta)
+
+    def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        save_sb3_zip(self.model, self.folder.checkpoint_dir / "best.zip")
+        return self._network(eval_score=metrics["eval_score_mean"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._network(), **super().state_dict()}
+
+    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
+        if not self.cfg.runtime.progress:
+            return None
+        return (f"steps {metrics['timesteps']:,} | score {metrics['eval_score_mean']:.2f} ± "
+                f"{metrics['eval_score_std']:.2f} | best {metrics['best_eval_score']:.2f} | "
+                f"eps {metrics['exploration_rate']:.3f}")
+
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+        train_time = self._time()
+        save_sb3_zip(self.model, self.folder.checkpoint_dir / "last.zip")
+        final = self._final_score("best")
+        best_timesteps = next(m["timesteps"] for m in history if m["epoch"] == self.best_epoch)
+        return {"kind": "rl_teacher", "name": self.cfg.name, "seed": self.cfg.seed, "suite": self.info.suite,
+                "game": self.info.game, "algo": "dqn", "params": count_parameters(self.model.policy.q_net),
+                "n_timesteps": int(self.model.num_timesteps), "best_timesteps": int(best_timesteps),
+                "best_eval_score": float(self.best_score), "score_mean": final["mean"], "score_std": final["std"],
+                "episodes": final["episodes"], "train_time": train_time, "wall_time_this_session": wall_time}
+
+
+def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None, *,
+                  resume: bool = False, accept_config_changes: bool = False,
+                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
+                  ) -> dict[str, Any]:
+    """Train a DQN teacher with SB3 (a resumable run, see `TeacherRun`); returns summary.json's content.
+    `step_callbacks` get (epoch, step) after each environment step, `epoch_callbacks` (epoch, metrics) after
+    each epoch's last.pt (either may raise to stop the run)."""
+    run, result = _fit(TeacherRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+                       epoch_callbacks)
     if cfg.runtime.plot:
-        plot_learning_curve(run_dir, [("eval_score_mean", "DQN (greedy)")], x_key="timesteps",
-                            title=f"{info.game}: DQN teacher ({result['params']:,} params)")
+        plot_learning_curve(run.run_dir, [("eval_score_mean", "DQN (greedy)")], x_key="timesteps",
+                            title=f"{run.info.game}: DQN teacher ({result['params']:,} params)")
     return result
 
 
 # ------------------------------------------------------------------------------ dual policy distillation
-class DPDDQN(DQN):
+class DPDDQN(RoundDQN):
     """An SB3 DQN that, after its TD updates, distils from a peer DQN on states of the peer's replay buffer."""
 
     peer: "DPDDQN | None" = None
     dpd_settings: Any = None
-    dpd_total_timesteps: int = 0
+    dpd_optimizer: torch.optim.Optimizer | None = None
 
     def setup_dpd(self, peer: "DPDDQN", settings: Any, total_timesteps: int) -> None:
-        self.peer, self.dpd_settings, self.dpd_total_timesteps = peer, settings, total_timesteps
+        self.peer, self.dpd_settings, self.budget = peer, settings, total_timesteps
         self.dpd_optimizer = torch.optim.Adam(self.policy.q_net.parameters(), lr=settings.lr)
         self.dpd_stats = {"loss": 0.0, "weight_max": 0.0, "xi_mean": 0.0, "steps": 0}
-
-    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
-        # learn() runs in rounds: schedules (exploration) follow the whole budget, not the current round
-        total = self.dpd_total_timesteps or total_timesteps
-        self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total))
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         super().train(gradient_steps, batch_size)
@@ -207,78 +335,90 @@ class DPDDQN(DQN):
         return out
 
 
-def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """Two DQN peers on `cfg.env`, alternating rounds of `dpd.round_steps` steps; with `dpd.enabled: false`
-    the same two learners train alone (the baseline). Keeps each learner's best network by its greedy
-    evaluation after every round and scores it over `eval.final_episodes` at the end."""
-    console = console or Console(stderr=True)
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
-    info = env_info(cfg.env.suite, cfg.env.game)
-    spec = net_spec(cfg.net, info)
-    learners = [build_dqn(cfg, info, cfg.seed * 2 + i, device, cls=DPDDQN) for i in range(2)]
-    for i, learner in enumerate(learners):
-        learner.setup_dpd(learners[1 - i], cfg.dpd, cfg.dqn.n_timesteps)
-    run_dir = prepare_run_dir(cfg, overwrite)
-    ckpt = run_dir / "checkpoints"
-    eval_envs = make_vec_env(info.suite, info.game, cfg.env.eval_num_envs, cfg.env.max_episode_steps,
-                             cfg.env.asynchronous)
-    logger = RunLogger(run_dir, tensorboard=False)
-    best = [-np.inf, -np.inf]
-    start = time.perf_counter()
-    round_ = 0
-    try:
-        while min(learner.num_timesteps for learner in learners) < cfg.dqn.n_timesteps:
-            round_ += 1
-            metrics: dict[str, Any] = {"epoch": round_}
-            for i, learner in enumerate(learners):
-                steps = min(cfg.dpd.round_steps, cfg.dqn.n_timesteps - learner.num_timesteps)
-                if steps > 0:
-                    learner.learn(total_timesteps=steps, reset_num_timesteps=False)
-                scores = play_episodes(SB3QTeacher(learner.policy.q_net, False), eval_envs,
-                                       cfg.eval.episodes_per_round, seed=10_000 + round_, device=device)
-                summary = score_summary(scores)
-                if summary["mean"] > best[i]:
-                    best[i] = summary["mean"]
-                    save_checkpoint(qnetwork_checkpoint(export_qnetwork(learner, info, spec), info, learner=i,
-                                                        timesteps=learner.num_timesteps, eval_score=best[i]),
-                                    ckpt / f"learner{i}_best.pt")
-                metrics.update({f"learner{i}_timesteps": learner.num_timesteps,
-                                f"learner{i}_score_mean": summary["mean"], f"learner{i}_score_std": summary["std"],
-                                f"learner{i}_best_score": best[i], f"learner{i}_exploration_rate": learner.exploration_rate,
-                                **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
-            metrics["eval_score_mean"] = (metrics["learner0_score_mean"] + metrics["learner1_score_mean"]) / 2
-            metrics["time"] = time.perf_counter() - start
-            logger.log_epoch(metrics)
-            if cfg.runtime.progress:
-                console.print(f"round {round_} | steps {learners[0].num_timesteps:,} | learner0 "
-                              f"{metrics['learner0_score_mean']:.2f} | learner1 {metrics['learner1_score_mean']:.2f}",
-                              highlight=False, soft_wrap=True)
-        train_time = time.perf_counter() - start
-        finals = []
-        for i in range(2):
-            net = QNetwork.from_spec(spec)
-            net.load_state_dict(load_checkpoint(ckpt / f"learner{i}_best.pt")["model"])
-            finals.append(score_summary(play_episodes(net.to(device), eval_envs, cfg.eval.final_episodes, seed=1,
-                                                      device=device)))
-    finally:
-        logger.close()
-        eval_envs.close()
-        for learner in learners:
-            learner.env.close()
-    result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": info.suite,
-                              "game": info.game, "method": "dpd" if cfg.dpd.enabled else "alone",
-                              "params": count_parameters(learners[0].policy.q_net), "rounds": round_,
-                              "n_timesteps": cfg.dqn.n_timesteps, "train_time": train_time}
-    for i, final in enumerate(finals):
-        result[f"learner{i}_score_mean"], result[f"learner{i}_score_std"] = final["mean"], final["std"]
-    result["score_mean"] = (finals[0]["mean"] + finals[1]["mean"]) / 2
-    result["score_best_learner"] = max(finals[0]["mean"], finals[1]["mean"])
-    result["episodes"] = finals[0]["episodes"]
-    (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+class DPDRun(DQNRun):
+    """`socratic rl dpd` as a run: epoch k is round k (each learner trains up to k * `dpd.round_steps` steps, then
+    both are evaluated); each learner's best network is `checkpoints/learner{i}_best.pt`; `last.pt` holds both
+    learners' full state. No `best.pt`: there are two bests."""
+
+    score_key = None
+
+    def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console, *,
+                 step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.dqn.n_timesteps / cfg.dpd.round_steps),
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.learners = [build_dqn(cfg, self.info, cfg.seed * 2 + i, device, cls=DPDDQN) for i in range(2)]
+        for i, learner in enumerate(self.learners):
+            learner.setup_dpd(self.learners[1 - i], cfg.dpd, cfg.dqn.n_timesteps)
+        self.best = [-math.inf, -math.inf]
+
+    def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
+        self._learn(epoch, min(epoch * self.cfg.dpd.round_steps, self.cfg.dqn.n_timesteps), steps)
+        metrics: dict[str, Any] = {}
+        for i, learner in enumerate(self.learners):
+            metrics.update({f"learner{i}_timesteps": int(learner.num_timesteps),
+                            f"learner{i}_exploration_rate": float(learner.exploration_rate),
+                            **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
+        return metrics
+
+    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, learner in enumerate(self.learners):
+            summary = self._score(learner.policy.q_net, self.cfg.eval.episodes_per_round, seed=10_000 + epoch)
+            if summary["mean"] > self.best[i]:
+                self.best[i] = summary["mean"]
+                if self.is_main:
+                    checkpoint = qnetwork_checkpoint(export_qnetwork(learner, self.info, self.spec), self.info,
+                                                     learner=i, timesteps=int(learner.num_timesteps),
+                                                     eval_score=self.best[i])
+                    self.folder.save_checkpoint(checkpoint, f"learner{i}_best")
+            out.update({f"learner{i}_score_mean": summary["mean"], f"learner{i}_score_std": summary["std"],
+                        f"learner{i}_best_score": self.best[i]})
+        out["eval_score_mean"] = (out["learner0_score_mean"] + out["learner1_score_mean"]) / 2
+        out["time"] = self._time()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "learner_best": list(self.best)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.best = [float(v) for v in state["learner_best"]]
+
+    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
+        if not self.cfg.runtime.progress:
+            return None
+        return (f"round {metrics['epoch']} | steps {metrics['learner0_timesteps']:,} | learner0 "
+                f"{metrics['learner0_score_mean']:.2f} | learner1 {metrics['learner1_score_mean']:.2f}")
+
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+        cfg = self.cfg
+        train_time = self._time()
+        finals = [self._final_score(f"learner{i}_best") for i in range(2)]
+        result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": self.info.suite,
+                                  "game": self.info.game, "method": "dpd" if cfg.dpd.enabled else "alone",
+                                  "params": count_parameters(self.learners[0].policy.q_net), "rounds": len(history),
+                                  "n_timesteps": cfg.dqn.n_timesteps, "train_time": train_time,
+                                  "wall_time_this_session": wall_time}
+        for i, final in enumerate(finals):
+            result[f"learner{i}_score_mean"], result[f"learner{i}_score_std"] = final["mean"], final["std"]
+        result["score_mean"] = (finals[0]["mean"] + finals[1]["mean"]) / 2
+        result["score_best_learner"] = max(finals[0]["mean"], finals[1]["mean"])
+        result["episodes"] = finals[0]["episodes"]
+        return result
+
+
+def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None, *, resume: bool = False,
+            accept_config_changes: bool = False, step_callbacks: Iterable[StepCallback] = (),
+            epoch_callbacks: Iterable[EpochCallback] = ()) -> dict[str, Any]:
+    """Two DQN peers on `cfg.env`, alternating rounds of `dpd.round_steps` steps (a resumable run, see `DPDRun`);
+    with `dpd.enabled: false` the same two learners train alone (the baseline). Returns summary.json's content.
+    Callbacks as for `train_teacher`."""
+    run, result = _fit(DPDRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+                       epoch_callbacks)
     if cfg.runtime.plot:
-        plot_learning_curve(run_dir, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],
-                            x_key="learner0_timesteps", title=f"{info.game}: {result['method']} (DQN peers)")
+        plot_learning_curve(run.run_dir, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],
+                            x_key="learner0_timesteps", title=f"{run.info.game}: {result['method']} (DQN peers)")
     return result
 
 
-__all__ = ["DPDDQN", "build_dqn", "run_dpd", "train_teacher"]
+__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "learn_round", "run_dpd", "train_teacher"]

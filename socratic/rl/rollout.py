@@ -12,6 +12,7 @@ environments in advance and each environment plays its quota, so short episodes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,8 @@ class CollectStats:
 
 class TeacherCollector:
     """Lets a teacher play `envs` (a gymnasium vector env with same-step autoreset) and returns the states
-    of its greedy steps with its Q-values. Episodes continue across calls."""
+    of its greedy steps with its Q-values. Episodes continue across calls until `restart(seed)`, which resets
+    the environments and the exploration generator: what follows is then a function of (teacher, seed)."""
 
     def __init__(self, teacher: nn.Module, envs: Any, epsilon: float = 0.05, seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
@@ -55,12 +57,21 @@ class TeacherCollector:
         self.rng = np.random.default_rng(seed)
         self.num_envs = envs.num_envs
         self.num_actions = int(envs.single_action_space.n)
-        self.obs, _ = envs.reset(seed=seed)
         self._returns = np.zeros(self.num_envs)
+        self.restart(seed)
+
+    def restart(self, seed: int) -> None:
+        """Reset the environments with `seed` (environment i gets seed + i) and reseed the exploration draws;
+        unfinished episodes are dropped (their returns are not counted)."""
+        self.rng = np.random.default_rng(seed)
+        self.obs, _ = self.envs.reset(seed=seed)
+        self._returns[:] = 0.0
 
     @torch.no_grad()
-    def collect(self, count: int) -> tuple[np.ndarray, np.ndarray, CollectStats]:
-        """Play until `count` greedy-step states are stored; returns (states uint8, Q-values float32, stats)."""
+    def collect(self, count: int, on_store: Callable[[int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, CollectStats]:
+        """Play until `count` greedy-step states are stored; returns (states uint8, Q-values float32, stats).
+        `on_store(n)` is told how many states each vector step stored (a progress bar)."""
         stats = CollectStats()
         states: list[np.ndarray] = []
         q_values: list[np.ndarray] = []
@@ -76,6 +87,8 @@ class TeacherCollector:
                 states.append(obs[keep].astype(np.uint8, copy=True))
                 q_values.append(q[keep])
                 stored += int(keep.sum())
+                if on_store is not None:
+                    on_store(int(keep.sum()))
             self.obs, rewards, terminated, truncated, _ = self.envs.step(actions)
             stats.steps += self.num_envs
             stats.random_actions += int(explore.sum())
