@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from socratic.data import DataFormatError, DatasetNotFoundError
     from socratic.engine.checkpoint import CheckpointError
-    from socratic.engine.trainer import NonFiniteLossError
+    from socratic.engine.run import NonFiniteLossError
     from socratic.reports import ReportError
 
     parser = build_parser()

@@ -8,7 +8,6 @@ folder itself (lock, resume checks, files) is `socratic.engine.run.RunFolder`'s.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 import socratic
-from socratic.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from socratic.config import ConfigError, ExperimentConfig, config_to_dict, resolve_saved
 from socratic.config.schema import ModelConfig
 from socratic.data import ImageDataset, TensorLoader, build_augment, load_dataset, stratified_subset
 from socratic.distillers import Distiller, create_distiller
@@ -142,22 +141,11 @@ def checkpoint_meta(cfg: ExperimentConfig, dataset: ImageDataset, device: torch.
     }
 
 
-def saved_config_layout(saved: dict[str, Any]) -> dict[str, Any]:
-    """A run's saved config.yaml in today's layout with today's defaults (socratic 0.1's layout migrated), so that
-    a resume compares like with like; as saved if it no longer validates (the comparison then names the keys)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the 0.1-layout warning is for configs a user writes
-            return config_to_dict(config_from_dict(saved))
-    except ConfigError:
-        return saved
-
-
 def run_folder(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False,
                accept_config_changes: bool = False) -> RunFolder:
     """The run folder of `cfg` (not yet opened): on resume every key but the `NON_NUMERIC_KEYS` must match."""
     return RunFolder(run_dir_for(cfg), config_to_dict(cfg), resume=resume, overwrite=overwrite,
-                     accept_config_changes=accept_config_changes, read_saved=saved_config_layout,
+                     accept_config_changes=accept_config_changes, read_saved=resolve_saved,
                      defaults=config_to_dict(ExperimentConfig()))  # a section added since the run has its defaults
 
 

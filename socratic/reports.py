@@ -8,14 +8,13 @@ import io
 import json
 import math
 import statistics
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from socratic.config import ConfigError, config_from_dict, config_to_dict
+from socratic.config import resolve_saved
 from socratic.engine.logger import read_metrics
 
 METRICS = ("best_top1", "last_top1", "train_time", "epoch_time", "peak_memory_mb")
@@ -58,19 +57,8 @@ def is_rl_run(run_dir: Path) -> bool:
     return isinstance(kind, str) and kind.startswith("rl_")
 
 
-def resolved(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config.yaml as today's full resolved config: runs saved by older versions (another layout, a
-    section added since) group with the same run made today. A config that no longer validates is kept as is."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return config_to_dict(config_from_dict(config))
-        except ConfigError:
-            return config
-
-
 def _group_key(config: dict[str, Any]) -> str:
-    stripped = {k: v for k, v in resolved(config).items() if k not in ("seed", "output_dir", "runtime", "search")}
+    stripped = {k: v for k, v in resolve_saved(config).items() if k not in ("seed", "output_dir", "runtime", "search")}
     if not (stripped.get("da") or {}).get("enabled"):
         stripped.pop("da", None)  # the da options do not matter while DA is off
     return hashlib.sha256(json.dumps(stripped, sort_keys=True).encode()).hexdigest()[:10]

@@ -9,6 +9,7 @@ from socratic.config.loader import (
     config_to_dict,
     load_config,
     migrate_legacy,
+    resolve_saved,
     save_config,
     validate,
 )
@@ -26,5 +27,5 @@ from socratic.config.schema import (
 __all__ = [
     "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimConfig", "RuntimeConfig",
     "SearchConfig", "apply_overrides", "build_component", "build_dataclass", "component", "config_from_dict", "config_to_dict",
-    "load_config", "migrate_legacy", "save_config", "validate",
+    "load_config", "migrate_legacy", "resolve_saved", "save_config", "validate",
 ]

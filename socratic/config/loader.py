@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,18 @@ def migrate_legacy(values: dict) -> dict:
                   "data.augment); it was migrated: method options now live in the method section "
                   "(docs/configs.md)", stacklevel=3)
     return values
+
+
+def resolve_saved(values: dict, build: Callable[[dict], Any] | None = None) -> dict:
+    """A saved config.yaml in today's layout with today's defaults (older layouts migrated, sections added since
+    filled in), so that resumes and reports compare like with like; as saved when it no longer validates.
+    `build` turns plain data into a config (default: `config_from_dict`; the RL commands pass their own)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 0.1-layout warning is for configs a user writes
+        try:
+            return dataclasses.asdict((build or config_from_dict)(values))
+        except ConfigError:
+            return values
 
 
 def config_to_dict(config: ExperimentConfig) -> dict:

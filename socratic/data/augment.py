@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from socratic.data.transforms.crop_flip import BatchAugment
+from socratic.data.transforms.crop_flip import BatchAugment  # noqa: F401 - re-exported by socratic.data
 from socratic.registry import AUGMENTATIONS, DATASETS, Options
 
 BatchTransform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]

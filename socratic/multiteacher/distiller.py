@@ -4,7 +4,6 @@ weighting strategy that decides, per sample, how much each teacher's logit and f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F

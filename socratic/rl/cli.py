@@ -51,17 +51,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from socratic.rl.config import DistillConfig, load_rl_config
     from socratic.rl.distill import run_distillation
-    from socratic.rl.teachers import trusting_pickle
 
     overrides = [*args.overrides, "teacher.trust_pickle=true"] if args.trust_pickle else args.overrides
     config = load_rl_config(DistillConfig, args.config, overrides)
     options = dict(overwrite=args.overwrite, resume=args.resume, accept_config_changes=args.accept_config_changes)
-    if config.teacher.trust_pickle:
-        with trusting_pickle(config.teacher.checkpoint):
-            result = run_distillation(config, **options)
-    else:
-        result = run_distillation(config, **options)
-    _console().print_json(json.dumps(result))
+    _console().print_json(json.dumps(run_distillation(config, **options)))
     return 0
 
 

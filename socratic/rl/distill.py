@@ -44,7 +44,7 @@ from rich.console import Console
 from torch import nn
 
 import socratic
-from socratic.config import ConfigError
+from socratic.config import ConfigError, resolve_saved
 from socratic.engine.logger import read_metrics
 from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.run import (NON_NUMERIC_KEYS, EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback,
@@ -194,24 +194,12 @@ def rl_run_folder(cfg: Any, *, resume: bool = False, overwrite: bool = False,
                   accept_config_changes: bool = False) -> RunFolder:
     """The run folder of an RL config (`socratic rl distill | train-teacher | dpd`), not yet opened."""
 
-    def read_saved(saved: dict[str, Any]) -> dict[str, Any]:  # today's layout and defaults, if it still validates
-        try:
-            return rl_config_to_dict(rl_config_from_dict(type(cfg), saved))
-        except ConfigError:
-            return saved
+    def read_saved(saved: dict[str, Any]) -> dict[str, Any]:
+        return resolve_saved(saved, lambda values: rl_config_from_dict(type(cfg), values))
 
     return RunFolder(run_dir_for(cfg.output_dir, cfg.name, cfg.seed), rl_config_to_dict(cfg), resume=resume,
                      overwrite=overwrite, accept_config_changes=accept_config_changes,
                      defaults=rl_config_to_dict(type(cfg)()), ignore=RL_NON_NUMERIC_KEYS, read_saved=read_saved)
-
-
-def prepare_run_dir(cfg: Any, overwrite: bool) -> Path:
-    """A fresh run folder with the resolved config and `checkpoints/` (the lock is released again).
-
-    Transitional, for `socratic.rl.dqn` until its runs are kinds of `socratic.engine.run.Run`."""
-    with rl_run_folder(cfg, overwrite=overwrite) as folder:
-        folder.checkpoint_dir.mkdir(exist_ok=True)
-        return folder.path
 
 
 def method_name(cfg: DistillConfig) -> str:
@@ -376,12 +364,13 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
     check_output_writable(cfg.output_dir)
     folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
     folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads)
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
     info = env_info(cfg.env.suite, cfg.env.game)
     teacher_spec = None
     if cfg.teacher.net is not None:
         teacher_spec = build_qnetwork(cfg.teacher.net, info).spec()
-    teacher = load_teacher(cfg.teacher.checkpoint, info, cfg.teacher.algo, teacher_spec, device)
+    teacher = load_teacher(cfg.teacher.checkpoint, info, cfg.teacher.algo, teacher_spec, device,
+                           trust_pickle=cfg.teacher.trust_pickle)
     student = build_qnetwork(cfg.student, info).to(device)
     da = build_da(cfg.da)
     optimizer = build_optimizer(student.parameters(), cfg.optim)
@@ -405,4 +394,4 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
 
 
 __all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_qnetwork", "epoch_seed",
-           "plot_learning_curve", "prepare_run_dir", "rl_run_folder", "run_distillation"]
+           "plot_learning_curve", "rl_run_folder", "run_distillation"]

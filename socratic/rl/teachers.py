@@ -20,9 +20,6 @@ to its *input*, which DA needs).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -114,21 +111,6 @@ def _unpickling_load(path: Path, info: EnvInfo, algo: str, device: str | torch.d
                                  f"{type(err).__name__}: {err}") from err
 
 
-_TRUSTED_PICKLES: ContextVar[frozenset[Path]] = ContextVar("trusted_pickles", default=frozenset())
-
-
-@contextmanager
-def trusting_pickle(path: str | Path) -> Iterator[None]:
-    """Inside the block, loading the SB3 zip `path` as a teacher takes the unpickling path, as with
-    `trust_pickle=True`. This is how `socratic rl distill --trust-pickle` (or `teacher.trust_pickle: true`)
-    reaches the loader that the distillation calls; other files are still read without unpickling."""
-    token = _TRUSTED_PICKLES.set(_TRUSTED_PICKLES.get() | {Path(path).resolve()})
-    try:
-        yield
-    finally:
-        _TRUSTED_PICKLES.reset(token)
-
-
 def load_sb3_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", device: str | torch.device = "cpu",
                      trust_pickle: bool = False) -> SB3QTeacher:
     """Load an SB3 DQN or QR-DQN .zip and check it fits the environment.
@@ -145,7 +127,7 @@ def load_sb3_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", device
     algo = resolve_algo(path, data, algo)
     _check_fits(path, data, info)  # a teacher for another game is refused before anything else
     _sb3_classes(algo)
-    if trust_pickle or path.resolve() in _TRUSTED_PICKLES.get():
+    if trust_pickle:
         net = _unpickling_load(path, info, algo, device)
     else:
         try:
@@ -241,4 +223,4 @@ def load_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", net_spec: 
 
 
 __all__ = ["SCRIPTED_TEACHERS", "SB3QTeacher", "freeze", "load_qnetwork", "load_sb3_teacher", "load_teacher",
-           "qnetwork_checkpoint", "sb3_to_qnetwork", "trusting_pickle", "zip_algo"]
+           "qnetwork_checkpoint", "sb3_to_qnetwork", "zip_algo"]

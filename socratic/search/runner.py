@@ -182,7 +182,7 @@ class _Objective:
             return self._run_trial(trial)
 
     def _run_trial(self, trial: Any) -> float:
-        from socratic.engine.trainer import NonFiniteLossError
+        from socratic.engine.run import NonFiniteLossError
         from socratic.experiment import run_dir_for, run_experiment
 
         optuna = _optuna()
@@ -325,7 +325,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     objective = _Objective(base, search_space, study_dir, handle, n_trials, console)
     poll = poll_interval if poll_interval is not None else max(0.5, min(10.0, (handle.heartbeat or 10) / 2))
     deadline = time.monotonic() + timeout if timeout else None
-    from socratic.engine.trainer import NonFiniteLossError
+    from socratic.engine.run import NonFiniteLossError
 
     states = optuna.trial.TrialState
     while True:
