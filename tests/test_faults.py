@@ -367,11 +367,15 @@ def test_rl_distill_killed_mid_epoch_resumes_bit_identical(tmp_path: Path) -> No
                  for d in (full_dir, cut_dir)]
     assert summaries[0] == summaries[1]
 
-    # a real SIGKILL of a subprocess in the middle of epoch 4
-    killed = _rl_config(tmp_path, "sigkill")
-    _run_worker({"kind": "rl", "config": killed, "kill": {"at": "step", "epoch": 4, "step": 5}}, tmp_path)
-    assert main(["rl", "distill", str(_write(killed, tmp_path / "sigkill.yaml")), "--resume"]) == 0
-    _assert_same_run(full_dir, run_dir_for(killed["output_dir"], "sigkill", 0), keys=RL_STATE)
+    # a real SIGKILL of a subprocess: in the middle of epoch 4, half-way through the 3rd last.pt write, and right
+    # after the 3rd last.pt was renamed into place
+    for name, kill in (("sigkill_step", {"at": "step", "epoch": 4, "step": 5}),
+                       ("sigkill_write", {"at": "write", "file": "last.pt", "count": 3}),
+                       ("sigkill_rename", {"at": "rename", "file": "last.pt", "count": 3})):
+        killed = _rl_config(tmp_path, name)
+        _run_worker({"kind": "rl", "config": killed, "kill": kill}, tmp_path)
+        assert main(["rl", "distill", str(_write(killed, tmp_path / f"{name}.yaml")), "--resume"]) == 0
+        _assert_same_run(full_dir, run_dir_for(killed["output_dir"], name, 0), keys=RL_STATE)
 
 
 def test_rl_resume_refuses_a_changed_config_and_an_unwritable_output(tmp_path: Path,

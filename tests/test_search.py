@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 optuna = pytest.importorskip("optuna")
@@ -45,8 +46,8 @@ def search_files(run_config: dict, tmp_path: Path) -> tuple[Path, Path]:
     return config_path, space_path
 
 
-def _worker(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _worker(*args: str, kill: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"SOCRATIC_TEST_KILL": json.dumps(kill)} if kill else {})}
     return subprocess.Popen([sys.executable, str(WORKER), "search", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -138,6 +139,33 @@ def test_two_workers_share_one_journal_study(search_files: tuple[Path, Path], tm
     rows = (study_dir / "results.csv").read_text().splitlines()
     assert rows[0].startswith("trial,state,value,data.batch_size,optim.lr") and len(rows) == 5
     assert (study_dir / "history.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("at", ["write", "rename"])
+def test_a_worker_killed_in_a_checkpoint_write_resumes_its_trial(at: str, search_files: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """SIGKILL half-way through the second last.pt of trial 0 (the first stays intact, a .tmp is left), or right
+    after its rename: the next worker fails the trial as stale and continues its run from the last good epoch."""
+    config, space = search_files
+    args = [str(config), str(space), "optim.epochs=3", "--n-trials", "1", "--study-name", f"cut_{at}",
+            "--heartbeat", "1", "--grace-period", "2", "--pruner", "none", "--no-report", "--sampler-seed", "0"]
+    first = _worker(*args, kill={"at": at, "file": "last.pt", "count": 2})
+    first.communicate(timeout=240)
+    assert first.returncode == -signal.SIGKILL
+    trial0 = tmp_path / "runs" / f"cut_{at}" / "trial0" / "seed0"
+    assert torch.load(trial0 / "checkpoints" / "last.pt", weights_only=True)["epoch"] == (1 if at == "write" else 2)
+    _finish(_worker(*args))
+    trials = {t.number: t for t in load_study(tmp_path / "runs" / f"cut_{at}")[0].get_trials()}
+    retry = next(t for t in trials.values() if t.user_attrs.get("retry_of") == 0)
+    assert trials[0].state.name == "FAIL" and retry.state.name == "COMPLETE" and retry.params == trials[0].params
+    resumed_dir = tmp_path / "runs" / f"cut_{at}" / f"trial{retry.number}" / "seed0"
+    def run_numbers(path: Path) -> list[dict]:  # without the machine's own numbers (time, speed, memory)
+        return [{k: v for k, v in m.items() if not any(w in k for w in ("time", "per_s", "memory"))}
+                for m in read_metrics(path / "metrics.jsonl")]
+
+    resumed, killed = run_numbers(resumed_dir), run_numbers(trial0)
+    assert [m["epoch"] for m in resumed] == [1, 2, 3] and resumed[: len(killed)] == killed
+    assert not list(resumed_dir.glob("**/.*.tmp"))
 
 
 def test_killed_search_resumes_and_completes(search_files: tuple[Path, Path], tmp_path: Path) -> None:
