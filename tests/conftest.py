@@ -69,3 +69,31 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def stopped_and_resumed():
+    """`run(config, epoch, step) -> (full_dir, cut_dir)`: the classification run of `config` once uninterrupted
+    (name `full`) and once stopped by an exception after optimiser step `step` of `epoch`, then resumed (`cut`)."""
+    from socratic.config import config_from_dict
+    from socratic.experiment import run_dir_for, run_experiment
+
+    class Stopped(Exception):
+        pass
+
+    def stop_at(epoch: int, step: int):
+        def callback(e: int, s: int) -> None:
+            if (e, s) == (epoch, step):
+                raise Stopped
+
+        return callback
+
+    def run(config: dict, epoch: int, step: int) -> tuple[Path, Path]:
+        full, cut = (config_from_dict({**config, "name": name}) for name in ("full", "cut"))
+        run_experiment(full)
+        with pytest.raises(Stopped):
+            run_experiment(cut, callbacks=[stop_at(epoch, step)])
+        run_experiment(cut, resume=True)
+        return run_dir_for(full), run_dir_for(cut)
+
+    return run

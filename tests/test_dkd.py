@@ -18,7 +18,7 @@ from socratic.distillers import create_distiller
 from socratic.distillers.dkd import DKD, dkd_terms, warmup_factor
 from socratic.engine.checkpoint import save_checkpoint
 from socratic.engine.logger import read_metrics
-from socratic.experiment import run_dir_for, run_experiment
+from socratic.experiment import run_dir_for
 from socratic.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -98,20 +98,8 @@ def test_dkd_runs_from_the_command_line_with_and_without_da(dkd_config: dict, tm
     assert with_da[0]["da_perturbed"] == 1.0 and with_da[0]["train_nckd"] != plain[0]["train_nckd"]
 
 
-def test_a_resume_in_the_warm_up_reproduces_the_uninterrupted_run(dkd_config: dict) -> None:
-    run_experiment(config_from_dict({**dkd_config, "name": "full"}))
-
-    class Killed(Exception):
-        pass
-
-    def kill(epoch: int, step: int) -> None:
-        if epoch == 2 and step == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_experiment(config_from_dict({**dkd_config, "name": "cut"}), callbacks=[kill])
-    run_experiment(config_from_dict({**dkd_config, "name": "cut"}), resume=True)
-    runs = [run_dir_for(config_from_dict({**dkd_config, "name": n})) for n in ("full", "cut")]
+def test_a_resume_in_the_warm_up_reproduces_the_uninterrupted_run(dkd_config: dict, stopped_and_resumed) -> None:
+    runs = stopped_and_resumed(dkd_config, epoch=2, step=1)  # warm-up factor 1/3 in epoch 1, 2/3 in epoch 2
     full, cut = (torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs)
     assert all(torch.equal(full[k], cut[k]) for k in full)
     losses = [[m["train_nckd"] for m in read_metrics(r / "metrics.jsonl")] for r in runs]
