@@ -134,7 +134,7 @@ def build_component(registry: Registry, value: Any, key: str, default: str | Non
     except UnknownComponentError as err:
         raise ConfigError(f"{key}.name: {err}") from None
     options = build_dataclass(entry.options or Options, {**values, "name": entry.name}, key,
-                     what=f"for {registry.kind} '{entry.name}'")
+                              what=f"for {registry.kind} '{entry.name}'")
     try:
         options.check(key)
     except ValueError as err:
