@@ -56,7 +56,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = run_search(args.config, args.space, args.overrides, n_trials=args.n_trials, timeout=args.timeout,
                         study_name=args.study_name, storage=args.storage, sampler=args.sampler, pruner=args.pruner,
                         seed=args.sampler_seed, heartbeat=args.heartbeat, grace_period=args.grace_period,
-                        max_retry=args.max_retry, report=not args.no_report)
+                        max_retry=args.max_retry, report=not args.no_report, kind=args.kind)
     console.print_json(json.dumps(result, default=str))
     return 0
 
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("space", help="YAML search space: params (float, log_float, int, categorical), fixed, "
                                       "sampler, pruner")
     search.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the base config")
+    search.add_argument("--kind", default="train", choices=["train", "rl-distill"],
+                        help="what a trial runs: train (socratic train/distill configs, default) or rl-distill "
+                             "(socratic rl distill configs); the objective is the config's search.objective")
     search.add_argument("--n-trials", type=int, default=20,
                         help="finished (complete or pruned) trials the study should reach, over all workers "
                              "(default 20)")

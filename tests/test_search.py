@@ -22,6 +22,7 @@ optuna = pytest.importorskip("optuna")
 
 from _dist_support import FLAT_MODEL, flat_model_registered  # noqa: E402
 from socratic.cli import main  # noqa: E402
+from socratic.config import ConfigError  # noqa: E402
 from socratic.config.loader import read_yaml  # noqa: E402
 from socratic.engine.logger import read_metrics  # noqa: E402
 from socratic.search import load_search_space, load_study, run_search  # noqa: E402
@@ -221,3 +222,28 @@ def test_resumed_worker_with_the_same_sampler_seed_samples_new_points(search_fil
     study, _ = load_study(Path(read_yaml(config)["output_dir"]) / "reseed")
     points = [tuple(sorted(t.params.items())) for t in study.get_trials()]
     assert len(points) == 4 and points[2] != points[0] and points[3] != points[1]
+
+
+def test_rl_distillation_runs_can_be_searched(tmp_path: Path) -> None:
+    """--kind rl-distill: each trial is an `rl distill` run folder, valued by its config's search.objective."""
+    config = yaml.safe_load((REPO / "configs" / "rl" / "minatar_breakout_pd_scripted.yaml").read_text())
+    config.update(name="pd", output_dir=str(tmp_path / "runs"))
+    config["env"]["max_episode_steps"] = 200
+    config["collect"].update(states_per_epoch=200, buffer_size=400)
+    config["optim"].update(epochs=2, max_updates_per_epoch=4)
+    config["eval"].update(episodes_per_epoch=2, final_episodes=2, teacher_episodes=0)
+    config["runtime"].update(progress=False, plot=False, tensorboard=False)
+    config_path, space_path = tmp_path / "pd.yaml", tmp_path / "space.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    space_path.write_text(yaml.safe_dump({"params": {"optim.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2}}}))
+    result = run_search(config_path, space_path, n_trials=2, study_name="rl", pruner="none", seed=0, report=False,
+                        kind="rl-distill")
+    assert result["trials"] == {"COMPLETE": 2}
+    study, _ = load_study(tmp_path / "runs" / "rl")
+    for trial in study.get_trials():
+        history = read_metrics(Path(trial.user_attrs["run_dir"]) / "metrics.jsonl")
+        assert trial.value == max(m["eval_score_mean"] for m in history)
+    assert study.user_attrs["objective"] == "eval_score_mean"
+    with pytest.raises(ConfigError, match="search.objective: 'val_top1' is not a numeric key"):
+        run_search(config_path, space_path, ["search.objective=val_top1"], n_trials=1, study_name="wrong",
+                   pruner="none", seed=0, report=False, kind="rl-distill")

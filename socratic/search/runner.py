@@ -17,18 +17,22 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import dataclasses
 import math
 import os
 import shutil
 import socket
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
-from socratic.config import ConfigError, config_to_dict, save_config
+from socratic.config import ConfigError
 from socratic.config.loader import apply_overrides, config_from_dict, read_yaml
 from socratic.engine.logger import read_metrics
 from socratic.search.space import SearchSpace, SearchSpaceError, load_search_space
@@ -109,9 +113,41 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _study_signature(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunKind:
+    """What a search needs of a kind of run: plain data -> its validated config, and the run itself
+    (`run(cfg, resume=..., epoch_callbacks=[...]) -> summary`, writing <output_dir>/<name>/seed<seed>)."""
+
+    build: Callable[[dict[str, Any]], Any]
+    run: Callable[..., dict[str, Any]]
+
+
+def _train_kind() -> RunKind:
+    from socratic.experiment import run_experiment
+
+    return RunKind(config_from_dict, run_experiment)
+
+
+def _rl_distill_kind() -> RunKind:
+    from socratic.rl.config import DistillConfig, rl_config_from_dict
+    from socratic.rl.distill import run_distillation
+
+    return RunKind(lambda values: rl_config_from_dict(DistillConfig, values), run_distillation)
+
+
+# `socratic search --kind`: classification training/distillation, or RL policy distillation (extra [rl])
+RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind}
+
+
+def run_kind(name: str) -> RunKind:
+    if name not in RUN_KINDS:
+        raise ConfigError(f"--kind: {name!r} is not one of {', '.join(RUN_KINDS)}")
+    return RUN_KINDS[name]()
+
+
+def _study_signature(base: dict[str, Any], space: SearchSpace, kind: RunKind) -> dict[str, Any]:
     """What must be the same for two workers to share a study (runtime and output_dir may differ per machine)."""
-    config = {k: v for k, v in config_to_dict(config_from_dict(copy.deepcopy(base))).items()
+    config = {k: v for k, v in dataclasses.asdict(kind.build(copy.deepcopy(base))).items()
               if k not in ("runtime", "output_dir")}
     return json.loads(json.dumps({"config": config, "space": space.as_dict()}, default=str))
 
@@ -130,15 +166,15 @@ class _Objective:
     """One trial: build its config, run it as a normal run folder, report each epoch, mark the folder."""
 
     def __init__(self, base: dict[str, Any], space: SearchSpace, study_dir: Path, handle: StorageHandle,
-                 n_trials: int, console: Console) -> None:
+                 n_trials: int, console: Console, kind: RunKind) -> None:
         self.base, self.space, self.study_dir, self.handle = base, space, study_dir, handle
-        self.n_trials, self.console = n_trials, console
+        self.n_trials, self.console, self.kind = n_trials, console, kind
 
     def trial_config(self, number: int, values: dict[str, Any]) -> Any:
         config = apply_overrides(copy.deepcopy(self.base), self.space.trial_overrides(values))
         config["output_dir"] = str(self.study_dir)
         config["name"] = f"trial{number}"
-        return config_from_dict(config)
+        return self.kind.build(config)
 
     def _check_surplus(self, trial: Any) -> None:
         optuna = _optuna()
@@ -165,7 +201,8 @@ class _Objective:
         if not (prev_dir / "checkpoints" / "last.pt").exists():
             return False
         shutil.copytree(prev_dir, run_dir)
-        save_config(cfg, run_dir / "config.yaml")  # the same config except the name
+        # the same config except the name
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         objective = cfg.search.objective
         for metrics in read_metrics(run_dir / "metrics.jsonl"):
             if objective in metrics:
@@ -182,8 +219,7 @@ class _Objective:
             return self._run_trial(trial)
 
     def _run_trial(self, trial: Any) -> float:
-        from socratic.engine.run import NonFiniteLossError
-        from socratic.experiment import run_dir_for, run_experiment
+        from socratic.engine.run import NonFiniteLossError, run_dir_for
 
         optuna = _optuna()
         self._check_surplus(trial)
@@ -193,7 +229,7 @@ class _Objective:
         except ConfigError as err:
             trial.set_user_attr("error", f"invalid combination: {err}")
             raise InvalidTrialConfig(str(err)) from err
-        run_dir = run_dir_for(cfg)
+        run_dir = run_dir_for(cfg.output_dir, cfg.name, cfg.seed)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         marker: dict[str, Any] = {"study": trial.study.study_name, "number": trial.number, "params": values,
@@ -217,7 +253,7 @@ class _Objective:
 
         state = "FAIL"
         try:
-            run_experiment(cfg, resume=resume, epoch_callbacks=[report])
+            self.kind.run(cfg, resume=resume, epoch_callbacks=[report])
             value = best_objective(read_metrics(run_dir / "metrics.jsonl"), objective, cfg.search.direction)
             state = "COMPLETE"
             marker["value"] = value
@@ -270,10 +306,11 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
                storage: str | None = None, sampler: str | Any | None = None, pruner: str | Any | None = None,
                seed: int | None = None, heartbeat: int | None = 60, grace_period: int | None = None,
                max_retry: int | None = 3, report: bool = True, poll_interval: float | None = None,
-               console: Console | None = None) -> dict[str, Any]:
+               console: Console | None = None, kind: str = "train") -> dict[str, Any]:
     """Run one search worker until the study has `n_trials` finished trials (or `timeout` seconds passed).
 
-    `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object.
+    `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object. `kind` is the
+    kind of run a trial is (`RUN_KINDS`: train, rl-distill); the objective is the config's `search.objective`.
     Returns a summary: study name, storage, trial counts, the best trial and the study folder.
     """
     from socratic.engine.distributed import env_info
@@ -288,10 +325,11 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
         raise ConfigError(f"--n-trials must be >= 1, got {n_trials}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {timeout}")
+    run = run_kind(kind)
     search_space = load_search_space(space)
     base = apply_overrides(read_yaml(config), list(overrides))
-    base_cfg = config_from_dict(copy.deepcopy(base))  # the base config itself is valid
-    search_space.check(base)
+    base_cfg = run.build(copy.deepcopy(base))  # the base config itself is valid
+    search_space.check(base, run.build)
     name = study_name or default_study_name(base_cfg.name, space)
     if not name or "/" in name or name in (".", ".."):
         raise ConfigError(f"--study-name {name!r}: use a plain folder name")
@@ -310,7 +348,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     if existing and seed is not None and not _is_object(sampler):
         # a resumed worker with the same --sampler-seed would replay the first points it sampled before the kill
         study.sampler = build_sampler(_options(sampler, search_space.sampler, "tpe"), seed + existing)
-    signature = _study_signature(base, search_space)
+    signature = _study_signature(base, search_space, run)
     stored = study.user_attrs.get("socratic")
     if stored is None:
         study.set_user_attr("socratic", signature)
@@ -322,7 +360,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
         "study_name": name, "storage": handle.description, "storage_kind": handle.kind, "config": str(config),
         "space": str(space), "overrides": list(overrides), "n_trials": n_trials})
 
-    objective = _Objective(base, search_space, study_dir, handle, n_trials, console)
+    objective = _Objective(base, search_space, study_dir, handle, n_trials, console, run)
     poll = poll_interval if poll_interval is not None else max(0.5, min(10.0, (handle.heartbeat or 10) / 2))
     deadline = time.monotonic() + timeout if timeout else None
     from socratic.engine.run import NonFiniteLossError

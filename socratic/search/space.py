@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,17 +100,19 @@ class SearchSpace:
         return {"params": {p.key: p.as_dict() for p in self.params}, "fixed": dict(self.fixed),
                 "sampler": dict(self.sampler), "pruner": dict(self.pruner)}
 
-    def check(self, base_values: dict[str, Any]) -> None:
-        """Apply `fixed` and each parameter's probe values to the base config; any config error names the key."""
+    def check(self, base_values: dict[str, Any], build: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        """Apply `fixed` and each parameter's probe values to the base config and build it (`build`: plain data ->
+        a validated config; default `config_from_dict`); any config error names the key."""
+        build = build or config_from_dict
         try:
-            config_from_dict(apply_overrides(copy.deepcopy(base_values), self.fixed_overrides()))
+            build(apply_overrides(copy.deepcopy(base_values), self.fixed_overrides()))
         except ConfigError as err:
             raise SearchSpaceError(f"{self.source}: fixed: {err}") from err
         for param in self.params:
             for value in param.probes():
                 values = copy.deepcopy(base_values)
                 try:
-                    config_from_dict(apply_overrides(values, self.fixed_overrides() + [override(param.key, value)]))
+                    build(apply_overrides(values, self.fixed_overrides() + [override(param.key, value)]))
                 except ConfigError as err:
                     raise SearchSpaceError(
                         f"{self.source}: params.{param.key}: the value {value!r} does not make a valid experiment "
