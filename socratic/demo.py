@@ -16,7 +16,7 @@ TEACHER = "resnet20"
 STUDENT = "resnet8"
 # Sized for about a minute of training per run on a 2-core CPU without native bf16 (benchmarks/results/demo.md).
 EPOCHS = 3
-TRAIN_SUBSET = 10000
+TRAIN_SUBSET = 8000
 
 
 def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict]:
