@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from socratic.config import ConfigError, DAConfig, load_config
+from socratic import __version__
+from socratic.config import ConfigError, DAConfig, config_to_dict, load_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,6 +27,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (the file, the overrides and every default) and exit")
     parser.add_argument("--accept-config-changes", action="store_true",
                         help="with --resume: continue although keys that change the numbers (precision, "
                              "channels_last, optim.*, ...) differ from the saved config; the change is recorded in "
@@ -35,6 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from socratic.experiment import run_experiment
 
     config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
     if args.command == "train" and config.method.name != "ce":
         raise ConfigError(f"'socratic train' trains without a teacher (method.name: ce); "
                           f"this config has method.name '{config.method.name}': use 'socratic distill'")
@@ -207,6 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="socratic", description="Teacher-student learning for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"socratic {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a teacher or a from-scratch baseline (method.name: ce)",

@@ -238,3 +238,40 @@ def test_list_prints_every_registered_method_with_its_defaults(capsys: pytest.Ca
         assert f"│ {name} " in out
     assert "beta=8.0" in out and "teachers=(1, 1)" in out
     assert main(["list", "augmentations"]) == 0 and "padding=4" in capsys.readouterr().out
+
+
+def test_version_and_print_config(run_config: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from socratic import __version__
+    from socratic.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"socratic {__version__}"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(run_config))
+    assert main(["train", str(path), "optim.lr=0.2", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 0.2 and printed["data"]["augment"] == {"name": "crop_flip", "padding": 2,
+                                                                            "flip": True}
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    rl = Path(__file__).resolve().parent.parent / "configs" / "rl" / "minatar_breakout_pd.yaml"
+    assert main(["rl", "distill", str(rl), "--print-config", "da.enabled=true"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["da"] == {  # the RL presets of the shared da section
+        "enabled": True, "steps": 1, "lr": 0.001, "prob": 0.3, "objective": "kl", "optimizer": "adam",
+        "temperature": 1.0, "clamp": None, "target": "mean", "after_every": 10}
+
+
+def test_the_run_folder_is_printed_at_start_and_end(run_config: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from socratic.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**run_config, "optim": {**run_config["optim"], "epochs": 1},
+                                    "data": {**run_config["data"], "train_subset": 100}}))
+    assert main(["train", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"run folder {tmp_path / 'runs' / 'tiny' / 'seed0'}" in err and "summary.json" in err

@@ -663,10 +663,15 @@ class Run:
             if self.is_main:
                 logger = RunLogger(self.folder.path, self.tensorboard, start_epoch=self.start_epoch)
                 logger.truncate_after(self.start_epoch - 1)
+                resumed = f", resumed after epoch {self.saved_epoch}" if self.saved_epoch is not None else ""
+                self.console.print(f"run folder {self.folder.path}{resumed}", highlight=False, soft_wrap=True)
             wall_start = time.perf_counter()
             self._loop(logger)
             wall_time = time.perf_counter() - wall_start
-            return distributed.run_on_main(lambda: self._write_summary(wall_time))
+            summary = distributed.run_on_main(lambda: self._write_summary(wall_time))
+            if self.is_main:
+                self.console.print(f"done: {self.folder.summary_path}", highlight=False, soft_wrap=True)
+            return summary
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}{self._after_non_finite()}") from None
         except (OSError, RuntimeError) as err:

@@ -7,6 +7,7 @@ extra is a clear error (exit code 2) of the command that needs it, never of `soc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,24 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("--resume", action="store_true",
                         help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (the file, the overrides and every default) and exit")
     parser.add_argument("--accept-config-changes", action="store_true",
                         help="with --resume: continue although keys that change the numbers differ from the saved "
                              "config; the change is recorded in the run folder's config_changes.jsonl")
+
+
+def _run(args: argparse.Namespace, config: Any, run: Any) -> int:
+    """`--print-config`, or the run with the folder options of the command line; prints the summary."""
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), end="")
+        return 0
+    summary = run(config, overwrite=args.overwrite, resume=args.resume,
+                  accept_config_changes=args.accept_config_changes)
+    _console().print_json(json.dumps(summary))
+    return 0
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -42,10 +58,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     gymnasium("socratic rl train-teacher")
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
-    summary = train_teacher(config, overwrite=args.overwrite, resume=args.resume,
-                            accept_config_changes=args.accept_config_changes)
-    _console().print_json(json.dumps(summary))
-    return 0
+    return _run(args, config, train_teacher)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -53,10 +66,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from socratic.rl.distill import run_distillation
 
     overrides = [*args.overrides, "teacher.trust_pickle=true"] if args.trust_pickle else args.overrides
-    config = load_rl_config(DistillConfig, args.config, overrides)
-    options = dict(overwrite=args.overwrite, resume=args.resume, accept_config_changes=args.accept_config_changes)
-    _console().print_json(json.dumps(run_distillation(config, **options)))
-    return 0
+    return _run(args, load_rl_config(DistillConfig, args.config, overrides), run_distillation)
 
 
 def cmd_dpd(args: argparse.Namespace) -> int:
@@ -67,10 +77,7 @@ def cmd_dpd(args: argparse.Namespace) -> int:
     gymnasium("socratic rl dpd")
     from socratic.rl.dqn import run_dpd  # needs stable-baselines3
 
-    summary = run_dpd(config, overwrite=args.overwrite, resume=args.resume,
-                      accept_config_changes=args.accept_config_changes)
-    _console().print_json(json.dumps(summary))
-    return 0
+    return _run(args, config, run_dpd)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
