@@ -98,12 +98,15 @@ def test_operations_by_hand_and_against_pil() -> None:
     from PIL import Image, ImageEnhance, ImageOps
 
     rng = np.random.default_rng(1)
-    img = rng.integers(0, 200, size=(12, 12, 3), dtype=np.uint8)
+    img = rng.integers(0, 200, size=(32, 32, 3), dtype=np.uint8)  # >= 255 pixels: equalize acts
     tensor = torch.tensor(img, dtype=torch.float32).permute(2, 0, 1)[None]
     as_pil = Image.fromarray(img)
     expected = {"equalize": ImageOps.equalize(as_pil), "auto_contrast": ImageOps.autocontrast(as_pil),
                 "brightness": ImageEnhance.Brightness(as_pil).enhance(0.4),
-                "contrast": ImageEnhance.Contrast(as_pil).enhance(0.4)}
+                "contrast": ImageEnhance.Contrast(as_pil).enhance(0.4),
+                "color": ImageEnhance.Color(as_pil).enhance(0.4),
+                "sharpness": ImageEnhance.Sharpness(as_pil).enhance(0.4),
+                "solarize": ImageOps.solarize(as_pil, 0.4)}
     for name, want in expected.items():
         got = apply_operation(name, tensor, torch.tensor([0.4]))[0].permute(1, 2, 0).numpy()
         assert np.abs(got - np.asarray(want, dtype=np.float32)).max() <= 1.0, (name, pil.__version__)
