@@ -87,7 +87,7 @@ class MLKDOptions(Options):
             raise ValueError(f"{prefix}.standardize must be true or false, got {self.standardize!r}")
 
 
-@register_distiller("mlkd", options=MLKDOptions, teachers=(1, 1))
+@register_distiller("mlkd", options=MLKDOptions, teachers=(1, 1), views=2)  # views: images per label (two_view)
 class MLKD(Distiller):
     """Jin, Wang & Lin, "Multi-Level Logit Distillation", CVPR 2023.
 
