@@ -19,7 +19,7 @@ from socratic.distillers.ctkd import CTKD, GlobalTemperature, ctkd_kd_loss, grad
 from socratic.engine.checkpoint import save_checkpoint
 from socratic.engine.logger import read_metrics
 from socratic.experiment import run_dir_for
-from socratic.losses import kd_loss
+from socratic.losses import kd_loss, standardize_logits
 from socratic.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,6 +78,10 @@ def test_the_loss_and_where_its_gradient_goes() -> None:
     assert distiller.epoch_metrics() == {}  # reset once read
     with pytest.raises(ValueError, match="needs the training context"):
         distiller.forward_train(x, y)
+    ls = create_distiller("ctkd", student, teacher, standardize=True).train()
+    logits, losses = ls.forward_train(x, y, TrainContext(epoch=1))
+    assert losses["kd"].item() == pytest.approx(0.9 * kd_loss(standardize_logits(logits), standardize_logits(
+        teacher(x)), tau).item(), rel=1e-5)
     with pytest.raises(ValueError, match="method.decay_min"):
         method_options("ctkd", decay_min=1.0)
     with pytest.raises(ValueError, match="method.t_end"):

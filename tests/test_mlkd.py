@@ -133,16 +133,21 @@ def test_the_strong_augmentation_is_seeded_by_the_loader_generator() -> None:
         build_augment({"name": "rand_augment", "cutout": 2.0})
 
 
-def test_mlkd_runs_from_the_command_line_with_and_without_da(run_config: dict, tmp_path: Path) -> None:
+@pytest.fixture()
+def mlkd_config(run_config: dict, tmp_path: Path) -> dict:
     torch.manual_seed(5)
     teacher = tmp_path / "teacher.pt"
     save_checkpoint({"model": create_model("resnet8", num_classes=10, in_channels=1).state_dict(),
                      "meta": {"model_name": "resnet8", "num_classes": 10}}, teacher)
-    config = {**run_config, "name": "mlkd", "teachers": [{"name": "resnet8", "checkpoint": str(teacher)}],
-              "method": {"name": "mlkd"},
-              "data": {**run_config["data"], "train_subset": 100, "batch_size": 25, "augment": {"name": "two_view"}},
-              "optim": {**run_config["optim"], "epochs": 1},
-              "runtime": {**run_config["runtime"], "tensorboard": False, "num_threads": 1}}
+    return {**run_config, "name": "mlkd", "teachers": [{"name": "resnet8", "checkpoint": str(teacher)}],
+            "method": {"name": "mlkd"},
+            "data": {**run_config["data"], "train_subset": 100, "batch_size": 25, "augment": {"name": "two_view"}},
+            "optim": {**run_config["optim"], "epochs": 1},
+            "runtime": {**run_config["runtime"], "tensorboard": False, "num_threads": 1}}
+
+
+def test_mlkd_runs_from_the_command_line_with_and_without_da(mlkd_config: dict, tmp_path: Path) -> None:
+    config = mlkd_config
     path = tmp_path / "mlkd.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["distill", str(path)]) == 0
@@ -156,3 +161,12 @@ def test_mlkd_runs_from_the_command_line_with_and_without_da(run_config: dict, t
     path.write_text(yaml.safe_dump(without_views))
     with pytest.raises(ValueError, match="two_view"):
         main(["distill", str(path)])
+
+
+def test_a_resume_reproduces_the_uninterrupted_run(mlkd_config: dict, stopped_and_resumed) -> None:
+    config = {**mlkd_config, "optim": {**mlkd_config["optim"], "epochs": 2}}
+    runs = stopped_and_resumed(config, epoch=2, step=1)  # the strong views are drawn from the loader's generator
+    full, cut = (torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in runs)
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    losses = [[(m["train_kd"], m["train_cc"]) for m in read_metrics(r / "metrics.jsonl")] for r in runs]
+    assert losses[0] == losses[1]
