@@ -54,6 +54,7 @@ def test_tau_starts_at_15_62_and_the_grl_scales_the_gradient_of_theta() -> None:
 def test_the_loss_and_where_its_gradient_goes() -> None:
     s, t = torch.randn(5, 7), torch.randn(5, 7)
     assert ctkd_kd_loss(s, t, torch.tensor([3.0])).item() == pytest.approx(kd_loss(s, t, 3.0).item(), rel=1e-6)
+    assert ctkd_kd_loss(s, t, 3.0).item() == pytest.approx(kd_loss(s, t, 3.0).item(), rel=1e-6)
     torch.manual_seed(0)
     student, teacher = create_model("resnet8", num_classes=10), create_model("resnet14", num_classes=10)
     distiller = create_distiller("ctkd", student, teacher).train()

@@ -63,7 +63,8 @@ def ctkd_kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: Te
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
-    return kl * (temperature**2).squeeze()
+    squared = temperature**2
+    return kl * (squared.squeeze() if isinstance(squared, Tensor) else squared)
 
 
 @dataclass
