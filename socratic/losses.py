@@ -31,6 +31,17 @@ def tempered_kl_per_sample(student_logits: Tensor, teacher_logits: Tensor, tempe
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
 
 
+def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Sun et al., "Logit Standard Deviation for Knowledge Distillation", CVPR 2024 (logit standardisation).
+
+    (z - mean(z)) / (eps + std(z)) per sample over the classes, in fp32: `std` is the unbiased (N - 1) one and the
+    eps is added to the standard deviation, not under the square root, as the reference code. Gradients flow
+    through the mean and the std. Shared by every method that offers `standardize` (KD, DKD, CTKD, MLKD).
+    """
+    z = logits.float()
+    return (z - z.mean(dim=-1, keepdim=True)) / (eps + z.std(dim=-1, keepdim=True))
+
+
 def fitnet_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
     """Romero et al. 2015, "FitNets: Hints for Thin Deep Nets": mean squared error between the
     regressed student feature map and the teacher's hint map."""
@@ -42,4 +53,5 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
-__all__ = ["cross_entropy", "fitnet_loss", "kd_loss", "kd_loss_per_sample", "tempered_kl_per_sample"]
+__all__ = ["cross_entropy", "fitnet_loss", "kd_loss", "kd_loss_per_sample", "standardize_logits",
+           "tempered_kl_per_sample"]

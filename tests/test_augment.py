@@ -311,9 +311,10 @@ def test_composes_with_every_distiller_that_has_a_teacher() -> None:
         needs = METHODS.get(name).meta["teachers"][0]
         teachers = [teacher, second] if needs >= 2 else [teacher]  # multi-teacher methods need >= 2
         distiller = create_distiller(name, student, teachers).train()
-        x_new = da(x, distiller.student, distiller.teachers)
+        views = torch.cat([x] * METHODS.get(name).meta.get("views", 1))  # MLKD: the two_view layout, 2B images
+        x_new = da(views, distiller.student, distiller.teachers)
         logits, losses = distiller.forward_train(x_new, y, TrainContext(epoch=1, epochs=2, steps_per_epoch=1))
-        assert not torch.equal(x_new, x) and logits.shape == (4, 10) and all(torch.isfinite(v) for v in losses.values())
+        assert not torch.equal(x_new, views) and logits.shape == (4, 10) and all(torch.isfinite(v) for v in losses.values())
         assert not distiller.teacher.training
 
 

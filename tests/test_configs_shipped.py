@@ -27,6 +27,13 @@ def test_config_is_valid(path: Path) -> None:
 def test_cifar100_recipes_follow_the_paper() -> None:
     for path in (p for p in CONFIGS if "cifar100" in p.parts):
         config = load_config(path)
+        if path.parent.name in ("mlkd", "mlkd_da"):  # MLKD's reference recipe (METHODS.md §I.2.5)
+            epochs, lr = {"resnet8x4": (240, 0.025), "vgg8_bn": (240, 0.025), "ShuffleV2": (960, 0.01)}[
+                config.student.name]
+            assert (config.optim.epochs, config.optim.lr, config.data.batch_size, config.optim.milestones,
+                    config.optim.weight_decay, config.data.augment.name) == (
+                        epochs, lr, 64, [150, 180, 210], 5e-4, "two_view"), path
+            continue
         assert (config.optim.epochs, config.data.batch_size, config.optim.milestones) == (240, 64, [150, 180, 210])
         assert config.optim.weight_decay == 5e-4
         if "multiteacher" in path.parts:  # MTKD-RL's reference code: lr 0.05 for every student, nesterov

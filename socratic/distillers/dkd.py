@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller, register_distiller
-from socratic.losses import cross_entropy
+from socratic.losses import cross_entropy, standardize_logits
 from socratic.registry import Options
 
 
@@ -51,10 +51,13 @@ class DKDOptions(Options):
     beta: float = 8.0  # weight of NCKD
     temperature: float = 4.0
     warmup_epochs: int = 20  # the distillation term grows as min(epoch / warmup_epochs, 1); 0 = no warm-up
+    standardize: bool = False  # logit standardisation (Sun et al. 2024) of both logits before softmax(z / T)
 
     def check(self, prefix: str) -> None:
         self.require_positive(prefix, "temperature")
         self.require_non_negative(prefix, "ce_weight", "alpha", "beta", "warmup_epochs")
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"{prefix}.standardize must be true or false, got {self.standardize!r}")
 
 
 @register_distiller("dkd", options=DKDOptions, teachers=(1, 1))
@@ -62,14 +65,17 @@ class DKD(Distiller):
     """Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR 2022.
 
     loss = ce_weight * CE + min(epoch / warmup_epochs, 1) * (alpha * TCKD + beta * NCKD). The warm-up factor is a
-    function of the training context's epoch, so a resumed run reproduces it exactly.
+    function of the training context's epoch, so a resumed run reproduces it exactly. With `standardize`, both
+    logits are standardised per sample before the tempered softmaxes of TCKD and NCKD (Sun et al., CVPR 2024,
+    `socratic.losses.standardize_logits`); CE keeps the raw logits.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | Sequence[nn.Module], ce_weight: float = 1.0,
-                 alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup_epochs: int = 20) -> None:
+                 alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup_epochs: int = 20,
+                 standardize: bool = False) -> None:
         super().__init__(student, teacher)
         self.ce_weight, self.alpha, self.beta = ce_weight, alpha, beta
-        self.temperature, self.warmup_epochs = temperature, warmup_epochs
+        self.temperature, self.warmup_epochs, self.standardize = temperature, warmup_epochs, standardize
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -77,7 +83,12 @@ class DKD(Distiller):
             raise ValueError("DKD's warm-up needs the training context: call forward_train(x, y, ctx) with a "
                              "socratic.context.TrainContext(epoch=..., ...)")
         logits = self.student(x)
-        tckd, nckd = dkd_terms(logits, self.teacher_logits(x), y, self.temperature)
+        teacher_logits = self.teacher_logits(x)
+        if self.standardize:
+            tckd, nckd = dkd_terms(standardize_logits(logits), standardize_logits(teacher_logits), y,
+                                   self.temperature)
+        else:
+            tckd, nckd = dkd_terms(logits, teacher_logits, y, self.temperature)
         factor = warmup_factor(ctx, self.warmup_epochs)
         return logits, {
             "ce": self.ce_weight * cross_entropy(logits, y),
