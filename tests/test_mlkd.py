@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from socratic.cli import main
-from socratic.config import config_from_dict
+from socratic.config import ConfigError, config_from_dict
 from socratic.context import TrainContext
 from socratic.data.augment import build_augment
 from socratic.data.transforms.crop_flip import BatchAugment
@@ -159,8 +159,10 @@ def test_mlkd_runs_from_the_command_line_with_and_without_da(mlkd_config: dict, 
     assert with_da[0]["da_perturbed"] == 1.0 and with_da[0]["train_kd"] != plain[0]["train_kd"]
     without_views = {**config, "name": "mlkd_one_view", "data": {**config["data"], "augment": {"name": "crop_flip"}}}
     path.write_text(yaml.safe_dump(without_views))
-    with pytest.raises(ValueError, match="two_view"):
-        main(["distill", str(path)])
+    with pytest.raises(ConfigError, match="method.name 'mlkd' takes 2: use one of two_view"):
+        config_from_dict(without_views)  # refused with the config: exit 2 from the command line, no run folder
+    assert main(["distill", str(path)]) == 2
+    assert not (Path(config["output_dir"]) / "mlkd_one_view").exists()
 
 
 def test_a_resume_reproduces_the_uninterrupted_run(mlkd_config: dict, stopped_and_resumed) -> None:

@@ -20,7 +20,7 @@ import warnings
 import yaml
 
 from socratic.config.schema import ExperimentConfig
-from socratic.registry import DATASETS, METHODS, Options, Registry, UnknownComponentError
+from socratic.registry import AUGMENTATIONS, DATASETS, METHODS, Options, Registry, UnknownComponentError
 
 # a number in exponent form without a dot (1e-3, 5E+2), which YAML 1.1 leaves as a string
 _YAML11_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
@@ -336,6 +336,12 @@ def validate(config: ExperimentConfig) -> None:
         hint = ": remove the teachers list" if high == 0 else ""
         raise ConfigError(f"method.name '{method.name}' takes {need} teacher(s) (entries in teachers), "
                           f"got {count}{hint}")
+    views = AUGMENTATIONS.get(config.data.augment.name).meta.get("views", 1)
+    if views != method.meta.get("views", 1):
+        takes = [e.name for e in AUGMENTATIONS.entries() if e.meta.get("views", 1) == method.meta.get("views", 1)]
+        raise ConfigError(f"data.augment.name '{config.data.augment.name}' gives {views} view(s) of each image but "
+                          f"method.name '{method.name}' takes {method.meta.get('views', 1)}: use one of "
+                          f"{', '.join(takes)}")
     for i, teacher in enumerate(config.teachers):
         if not teacher.checkpoint:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")

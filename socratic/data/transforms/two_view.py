@@ -47,6 +47,6 @@ class TwoViews:
         return torch.cat([self.weak(images, generator), self.strong(images, generator)], dim=0)
 
 
-@AUGMENTATIONS.register("two_view", options=TwoViewOptions)
+@AUGMENTATIONS.register("two_view", options=TwoViewOptions, views=2)  # images per label
 def _two_view(options: TwoViewOptions) -> TwoViews:
     return TwoViews(options.padding, options.flip, options.num_ops, options.cutout)
