@@ -46,7 +46,9 @@ def test_the_loss_matches_a_hand_computation() -> None:
     assert at_loss([f_s, f_s], [f_t, f_s]).item() == pytest.approx(one, rel=1e-5)  # summed over stages
     assert at_loss([f_s], [f_t], p=4.0).item() == pytest.approx(_hand_at(s, t, 4.0), rel=1e-5)
     assert at_loss([f_s], [3 * f_s]).item() == pytest.approx(0.0, abs=1e-8)  # per-sample normalisation
-    assert at_loss([f_s.bfloat16()], [f_t.bfloat16()]).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = at_loss([f_s.bfloat16()], [f_t.bfloat16()])
+    assert under_autocast.dtype == torch.float32 and under_autocast.item() == pytest.approx(one, rel=1e-2)
 
 
 def test_the_larger_map_is_pooled_to_the_smaller() -> None:

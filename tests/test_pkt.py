@@ -38,7 +38,9 @@ def test_the_loss_matches_a_hand_computation() -> None:
     assert cosine_probabilities(torch.tensor(s)).sum(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert pkt_loss(torch.tensor(s), 5 * torch.tensor(s)).item() == pytest.approx(0.0, abs=1e-7)  # scale-free
     assert pkt_loss(torch.tensor(t), torch.tensor(s)).item() != pytest.approx(expected, rel=1e-3)  # KL(T || S) only
-    assert pkt_loss(torch.tensor(s).bfloat16(), torch.tensor(t).bfloat16()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the similarities stay fp32
+        under_autocast = pkt_loss(torch.tensor(s), torch.tensor(t))
+    assert under_autocast.dtype == torch.float32 and under_autocast.item() == pytest.approx(expected, rel=1e-4)
     zero = torch.zeros(2, 3)
     assert torch.isfinite(pkt_loss(zero, torch.rand(2, 4)))  # a zero embedding has cosine 0 with every sample
 

@@ -59,7 +59,10 @@ def test_both_terms_match_a_hand_computation() -> None:
     assert rkd_distance_loss(s, big).item() == pytest.approx(0.0, abs=1e-6)
     assert rkd_angle_loss(s, big).item() == pytest.approx(0.0, abs=1e-6)
     assert normalised_distances(s).diagonal().tolist() == [0.0] * 4
-    assert rkd_distance_loss(s.bfloat16(), t.bfloat16()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # distances and cosines stay fp32
+        under_autocast = rkd_distance_loss(s, t), rkd_angle_loss(s, t)
+    assert all(v.dtype == torch.float32 for v in under_autocast)
+    assert [v.item() for v in under_autocast] == pytest.approx([distance, angle], rel=1e-5)
     one = torch.ones(1, 3)  # no positive distance: a finite zero, not the NaN of an empty mean
     assert rkd_distance_loss(one, one).item() == 0.0
 

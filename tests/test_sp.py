@@ -35,7 +35,9 @@ def test_the_loss_matches_a_hand_computation() -> None:
     f_s, f_t = torch.tensor(s).reshape(3, 2, 1, 2), torch.tensor(t).reshape(3, 3, 1, 2)
     assert sp_loss(f_s, f_t).item() == pytest.approx(expected, rel=1e-5)
     assert sp_loss(f_s, 2 * f_s).item() == pytest.approx(0.0, abs=1e-8)  # rows are normalised
-    assert sp_loss(f_s.bfloat16(), f_t.bfloat16()).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the Gram matrices stay fp32
+        under_autocast = sp_loss(f_s, f_t)
+    assert under_autocast.dtype == torch.float32 and under_autocast.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="same batch"):
         sp_loss(f_s, f_t[:2])
 

@@ -34,6 +34,9 @@ def test_the_loss_matches_a_hand_computation() -> None:
              for c in range(2) for w in range(2)]
     got = vid_loss(torch.tensor(mean), torch.tensor(target), torch.tensor(variance))
     assert got.item() == pytest.approx(sum(terms) / 4, rel=1e-6) and got.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = vid_loss(torch.tensor(mean), torch.tensor(target), torch.tensor(variance))
+    assert under_autocast.dtype == torch.float32 and under_autocast.item() == pytest.approx(got.item(), rel=1e-6)
 
 
 def test_the_variance_starts_at_init_variance_and_is_learned_or_fixed() -> None:

@@ -79,9 +79,11 @@ def attention_map(feature: Tensor, p: float = 2.0) -> Tensor:
 def at_loss(student_maps: Sequence[Tensor], teacher_maps: Sequence[Tensor], p: float = 2.0) -> Tensor:
     """Sum over stage pairs of mean_{b,hw} (a_S - a_T)^2, the squared-difference form of the reference code (not
     the paper's unsquared norm). The maps of a pair must already have the same spatial size."""
-    total = torch.zeros((), device=student_maps[0].device)
-    for f_s, f_t in zip(student_maps, teacher_maps, strict=True):
-        total = total + (attention_map(f_s, p) - attention_map(f_t, p)).pow(2).mean()
+    device = student_maps[0].device
+    total = torch.zeros((), device=device)
+    with torch.autocast(device.type, enabled=False):  # fp32 under any autocast
+        for f_s, f_t in zip(student_maps, teacher_maps, strict=True):
+            total = total + (attention_map(f_s, p) - attention_map(f_t, p)).pow(2).mean()
     return total
 
 

@@ -28,9 +28,10 @@ def cosine_probabilities(embedding: Tensor, eps: float = 1e-7) -> Tensor:
 def pkt_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 1e-7) -> Tensor:
     """KL(P_T || P_S) of the two batches' cosine-similarity distributions, averaged over the B^2 entries (not
     summed per row: the reason for the large reference weight). The embedding widths may differ."""
-    p_s = cosine_probabilities(student_embedding, eps)
-    p_t = cosine_probabilities(teacher_embedding, eps)
-    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
+    with torch.autocast(student_embedding.device.type, enabled=False):  # the similarities in fp32, not bf16/fp16
+        p_s = cosine_probabilities(student_embedding, eps)
+        p_t = cosine_probabilities(teacher_embedding, eps)
+        return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 
 def require_embeddings(method: str, *models: tuple[str, nn.Module]) -> None:

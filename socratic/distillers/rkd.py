@@ -40,8 +40,9 @@ def normalised_distances(embedding: Tensor, eps: float = 1e-12, squared: bool = 
 def rkd_distance_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 1e-12,
                       squared: bool = False) -> Tensor:
     """Park et al.'s distance-wise term: SmoothL1 (beta 1) between the normalised distance matrices, mean over B^2."""
-    return F.smooth_l1_loss(normalised_distances(student_embedding, eps, squared),
-                            normalised_distances(teacher_embedding, eps, squared))
+    with torch.autocast(student_embedding.device.type, enabled=False):  # the distances in fp32, not bf16/fp16
+        return F.smooth_l1_loss(normalised_distances(student_embedding, eps, squared),
+                                normalised_distances(teacher_embedding, eps, squared))
 
 
 def triplet_angles(embedding: Tensor) -> Tensor:
@@ -54,7 +55,8 @@ def triplet_angles(embedding: Tensor) -> Tensor:
 
 def rkd_angle_loss(student_embedding: Tensor, teacher_embedding: Tensor) -> Tensor:
     """Park et al.'s angle-wise term: SmoothL1 (beta 1) between the two B^3 cosine tensors, mean over B^3."""
-    return F.smooth_l1_loss(triplet_angles(student_embedding), triplet_angles(teacher_embedding))
+    with torch.autocast(student_embedding.device.type, enabled=False):  # the cosines in fp32, not bf16/fp16
+        return F.smooth_l1_loss(triplet_angles(student_embedding), triplet_angles(teacher_embedding))
 
 
 @dataclass

@@ -27,7 +27,8 @@ def sp_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
     batch = student_feature.shape[0]
     if teacher_feature.shape[0] != batch:
         raise ValueError(f"sp_loss needs the same batch in both maps, got {batch} and {teacher_feature.shape[0]}")
-    return (similarity_matrix(teacher_feature) - similarity_matrix(student_feature)).pow(2).sum() / batch**2
+    with torch.autocast(student_feature.device.type, enabled=False):  # the Gram matrices in fp32, not bf16/fp16
+        return (similarity_matrix(teacher_feature) - similarity_matrix(student_feature)).pow(2).sum() / batch**2
 
 
 @dataclass

@@ -20,8 +20,9 @@ from socratic.registry import Options
 def vid_loss(mean: Tensor, target: Tensor, variance: Tensor) -> Tensor:
     """The Gaussian negative log-likelihood of the teacher's map under the student's prediction, without its
     constant: mean_{b,c,h,w} 1/2 [(mu - t)^2 / sigma_c^2 + log sigma_c^2], `variance` one value per channel; fp32."""
-    var = variance.float().view(1, -1, *([1] * (mean.dim() - 2)))
-    return (0.5 * ((mean.float() - target.float()).pow(2) / var + var.log())).mean()
+    with torch.autocast(mean.device.type, enabled=False):
+        var = variance.float().view(1, -1, *([1] * (mean.dim() - 2)))
+        return (0.5 * ((mean.float() - target.float()).pow(2) / var + var.log())).mean()
 
 
 def inverse_softplus(value: float) -> float:
