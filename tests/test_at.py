@@ -84,6 +84,8 @@ def test_stages_that_do_not_fit_are_config_errors() -> None:
     with pytest.raises(ValueError, match=r"method.stages: null pairs every stage but the stem.*5 and 4"):
         create_distiller("at", vgg, teacher)
     assert create_distiller("at", vgg, teacher, stages=[1, -1]).stages == [1, -1]
+    with pytest.raises(ValueError, match=r"method.stages: \[3, -1\] names a stage of the student twice"):
+        create_distiller("at", student, teacher, stages=[3, -1])
     with pytest.raises(ValueError, match="method.stages is empty"):
         create_distiller("at", student, teacher, stages=[])
 

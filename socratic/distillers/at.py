@@ -49,6 +49,10 @@ def select_stages(stages: Sequence[int] | None, student: nn.Module, teacher: nn.
             raise ValueError(f"method.{key}: stage {index} is out of range for the "
                              f"{'student' if not -n_s <= index < n_s else 'teacher'} ({both}; use "
                              f"{-min(n_s, n_t)}..{min(n_s, n_t) - 1})")
+    for role, n in (("student", n_s), ("teacher", n_t)):
+        absolute = [i % n for i in stages]
+        if len(set(absolute)) < len(absolute):
+            raise ValueError(f"method.{key}: {stages} names a stage of the {role} twice ({both})")
     return stages
 
 
