@@ -122,7 +122,8 @@ def test_vid_runs_from_the_command_line_and_checkpoints_its_extras(vid_config: d
     assert main(["distill", str(path)]) == 0
     assert main(["distill", str(path), "name=vid_da", "da.enabled=true", "da.prob=1.0"]) == 0
     assert main(["distill", str(path), "name=vid_fixed", "method.learn_variance=false"]) == 0
-    dirs = {name: run_dir_for(config_from_dict({**vid_config, "name": name})) for name in ("vid", "vid_da", "vid_fixed")}
+    names = ("vid", "vid_da", "vid_fixed")
+    dirs = {name: run_dir_for(config_from_dict({**vid_config, "name": name})) for name in names}
     plain, with_da = (read_metrics(dirs[name] / "metrics.jsonl") for name in ("vid", "vid_da"))
     assert math.isfinite(plain[0]["train_vid"]) and "da_perturbed" not in plain[0]
     assert with_da[0]["da_perturbed"] == 1.0 and with_da[0]["train_vid"] != plain[0]["train_vid"]

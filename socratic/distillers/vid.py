@@ -68,7 +68,7 @@ class VIDOptions(Options):
     vid_weight: float = 1.0  # weight of the sum over stages of the negative log-likelihood
     init_variance: float = 5.0  # sigma^2 at the start, the same for every channel
     eps: float = 1e-5  # the floor of sigma^2 = softplus(alpha) + eps
-    learn_variance: bool = True  # train alpha with the regressors (RepDistiller); false keeps sigma^2 fixed (mdistiller)
+    learn_variance: bool = True  # train alpha with the regressors (RepDistiller); false: sigma^2 fixed (mdistiller)
     stages: list[int] | None = None  # indices into Features.stages (0 = stem); null = every stage but the stem
 
     def check(self, prefix: str) -> None:
