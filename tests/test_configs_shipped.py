@@ -49,3 +49,14 @@ def test_rl_config_is_valid(path: Path) -> None:
 
     kind = TrainTeacherConfig if path.stem.endswith("_teacher") else DPDConfig if "_dpd" in path.stem else DistillConfig
     load_rl_config(kind, path)
+
+
+def test_configs_of_one_dataset_have_distinct_run_names() -> None:
+    """Two configs with one name would write the same run folder (<output_dir>/<name>/seed<seed>)."""
+    root = Path(__file__).resolve().parent.parent / "configs"
+    seen: dict[tuple[str, str], Path] = {}
+    for path in CONFIGS:
+        key = (path.relative_to(root).parts[0], load_config(path).name)  # (dataset folder, run name)
+        assert key not in seen, f"{path} and {seen[key]} both name their runs {key[1]!r}"
+        seen[key] = path
+    assert len(seen) == len(CONFIGS)
