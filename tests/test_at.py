@@ -13,7 +13,8 @@ import yaml
 from socratic.cli import main
 from socratic.config import config_from_dict
 from socratic.distillers import create_distiller
-from socratic.distillers.at import AT, at_loss, match_spatial
+from socratic.distillers.at import AT, at_loss
+from socratic.distillers.taps import match_spatial
 from socratic.engine.checkpoint import save_checkpoint
 from socratic.engine.logger import read_metrics
 from socratic.experiment import run_dir_for

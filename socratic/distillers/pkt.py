@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.taps import require_embeddings
 from socratic.losses import cross_entropy
 from socratic.registry import Options
 
@@ -32,15 +33,6 @@ def pkt_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 
         p_s = cosine_probabilities(student_embedding, eps)
         p_t = cosine_probabilities(teacher_embedding, eps)
         return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
-
-
-def require_embeddings(method: str, *models: tuple[str, nn.Module]) -> None:
-    """A ValueError naming the method when a model offers no `forward_features().embedding` (its pooled vector)."""
-    for role, model in models:
-        if not hasattr(model, "forward_features") or not getattr(model, "embedding_dim", None):
-            raise ValueError(f"method.name '{method}' needs a {role} with an embedding (forward_features and "
-                             f"embedding_dim: a socratic zoo model or an external one wrapped by the zoo); "
-                             f"{type(model).__name__} has none")
 
 
 @dataclass

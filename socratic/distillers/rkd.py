@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller, register_distiller
-from socratic.distillers.pkt import require_embeddings
+from socratic.distillers.taps import require_embeddings
 from socratic.losses import cross_entropy
 from socratic.registry import Options
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.at import select_stages
 from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.taps import select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
 
