@@ -92,7 +92,7 @@ class ReviewKDOptions(Options):
 
     name: str = "reviewkd"
     ce_weight: float = 1.0  # weight of the cross-entropy on labels
-    reviewkd_weight: float = 5.0  # weight of the HCL sum (mdistiller REVIEWKD_WEIGHT; the original uses 8 for ShuffleV2)
+    reviewkd_weight: float = 5.0  # HCL weight (mdistiller REVIEWKD_WEIGHT; the original: 8 for ShuffleV2)
     warmup_epochs: int = 20  # the HCL weight grows as min(epoch / warmup_epochs, 1), epochs from 1; 0 = no warm-up
     stages: list[int] | None = None  # indices into Features.stages, shallow to deep; null = every stage but the stem
     embedding: bool = True  # add the pooled embedding (as a 1x1 map) as the deepest level
