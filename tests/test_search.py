@@ -193,11 +193,10 @@ def test_killed_search_resumes_and_completes(search_files: tuple[Path, Path], tm
     study_dir = tmp_path / "runs" / "killed"
     assert json.loads((study_dir / "trial0" / "seed0" / "trial.json").read_text())["state"] == "FAIL"
     assert retry.state.name == "COMPLETE"  # continued from the killed attempt's last.pt (epoch 1), not from scratch
-    if True:
-        resumed = read_metrics(study_dir / f"trial{retry.number}" / "seed0" / "metrics.jsonl")
-        killed = read_metrics(study_dir / "trial0" / "seed0" / "metrics.jsonl")
-        assert [m["epoch"] for m in resumed] == [1, 2, 3] and resumed[0] == killed[0]
-        assert retry.user_attrs["resumed_from"].endswith("trial0/seed0")
+    resumed = read_metrics(study_dir / f"trial{retry.number}" / "seed0" / "metrics.jsonl")
+    killed = read_metrics(study_dir / "trial0" / "seed0" / "metrics.jsonl")
+    assert [m["epoch"] for m in resumed] == [1, 2, 3] and resumed[0] == killed[0]
+    assert retry.user_attrs["resumed_from"].endswith("trial0/seed0")
 
 
 def test_journal_storage_fails_and_requeues_a_silent_trial(tmp_path: Path) -> None:
