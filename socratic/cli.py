@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from socratic import __version__
-from socratic.config import ConfigError, DAConfig, config_to_dict, load_config
+from socratic.config import ConfigError, DAConfig, load_config
+from socratic.engine.run_options import add_run_options, print_config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,15 +24,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML experiment config (see configs/ and docs/configs.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.lr=0.01 seed=3")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (the file, the overrides and every default) and exit")
-    parser.add_argument("--accept-config-changes", action="store_true",
-                        help="with --resume: continue although keys that change the numbers (precision, "
-                             "channels_last, optim.*, ...) differ from the saved config; the change is recorded in "
-                             "the run folder's config_changes.jsonl")
+    add_run_options(parser)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -40,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        print_config(config)
         return 0
     if args.command == "train" and config.method.name != "ce":
         raise ConfigError(f"'socratic train' trains without a teacher (method.name: ce); "

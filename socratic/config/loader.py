@@ -105,7 +105,7 @@ def build_dataclass(cls: type, values: dict, prefix: str, what: str = "here") ->
             raise ConfigError(f"unknown config key '{dotted}'; valid keys {what}: {_section_keys(cls)}")
         registry = fields[key].metadata.get("registry")
         if registry is not None:
-            kwargs[key] = build_component(registry, value, dotted, default=fields[key].default_factory().name)
+            kwargs[key] = build_component(registry, value, dotted, default=fields[key].metadata["default"])
         else:
             kwargs[key] = _convert(value, hints[key], dotted)
     try:

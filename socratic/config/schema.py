@@ -16,7 +16,8 @@ from socratic.registry import AUGMENTATIONS, METHODS, Options, Registry
 
 def component(registry: Registry, default: str) -> Any:
     """A config field holding the options of one component of `registry`, selected by its `name` key."""
-    return field(default_factory=lambda: registry.default_options(default), metadata={"registry": registry})
+    return field(default_factory=lambda: registry.default_options(default),
+                 metadata={"registry": registry, "default": default})
 
 
 @dataclass

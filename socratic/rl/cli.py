@@ -7,10 +7,11 @@ extra is a clear error (exit code 2) of the command that needs it, never of `soc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+from socratic.engine.run_options import add_run_options, print_config
 
 
 def _console() -> Any:
@@ -27,22 +28,13 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument("config", help=f"YAML config (see configs/rl/, e.g. {example}; keys in docs/methods/rl.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. optim.epochs=10 seed=1 env.game=Asterix")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run folder's checkpoints/last.pt to the same result as an uninterrupted run")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (the file, the overrides and every default) and exit")
-    parser.add_argument("--accept-config-changes", action="store_true",
-                        help="with --resume: continue although keys that change the numbers differ from the saved "
-                             "config; the change is recorded in the run folder's config_changes.jsonl")
+    add_run_options(parser)
 
 
 def _run(args: argparse.Namespace, config: Any, run: Any) -> int:
     """`--print-config`, or the run with the folder options of the command line; prints the summary."""
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), end="")
+        print_config(config)
         return 0
     summary = run(config, overwrite=args.overwrite, resume=args.resume,
                   accept_config_changes=args.accept_config_changes)
