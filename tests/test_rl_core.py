@@ -297,5 +297,5 @@ def test_rl_sections_are_the_shared_ones_with_rl_presets() -> None:
         load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["runtime.channels_last=true"])
     with pytest.raises(ConfigError, match="da.clamp is not used on RL states"):
         load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["da.clamp=[0, 1]"])
-    with pytest.raises(ConfigError, match="env.suite: 'procgen' is not one of atari, minatar"):
+    with pytest.raises(ConfigError, match="env.suite: 'procgen' is not one of atari, classic_control, minatar, mujoco"):
         load_rl_config(DistillConfig, CONFIGS / "minatar_breakout_pd.yaml", ["env.suite=procgen"])

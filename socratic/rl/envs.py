@@ -2,9 +2,10 @@
 
 A suite (MinAtar, Atari, ...) is one module of `socratic.rl.suites` that registers itself with
 `socratic.registry.ENV_SUITES`: its factory builds an `EnvSuite` (which games exist, their gymnasium ids, how one
-environment is made and wrapped so that it returns uint8 observations shaped (C, H, W), ready for `QNetwork`) and
-its metadata gives the default time limit (`max_episode_steps`, agent steps), the input scale the networks divide
-by (`input_scale`) and the network shape that fits (`arch`). Every environment gets a `TimeLimit` so a greedy
+environment is made and wrapped: image suites return uint8 observations shaped (C, H, W), ready for `QNetwork`;
+continuous-control suites float32 vectors and a `Box` action) and its metadata gives the default time limit
+(`max_episode_steps`, agent steps; 0 = the environment's own), the input scale the networks divide by
+(`input_scale`) and the network shape that fits (`arch`: "minatar", "nature" or "mlp"). Every environment gets a `TimeLimit` so a greedy
 policy that stalls cannot make an evaluation endless. Vectorised environments use gymnasium's same-step
 autoreset: the observation returned with `terminated or truncated` is already the first one of the next episode.
 
@@ -37,8 +38,21 @@ class EnvSuite:
         raise NotImplementedError
 
     def make(self, game: str, render_mode: str | None = None) -> Any:
-        """One environment (without the time limit) returning (C, H, W) uint8 observations."""
+        """One environment (without the time limit): (C, H, W) uint8 or float32 vector observations."""
         raise NotImplementedError
+
+
+def float32_observations(env: Any) -> Any:
+    """Cast a float observation space (MuJoCo's float64) to float32, the dtype the networks take."""
+    import numpy as np
+
+    gym = gymnasium()
+    space = env.observation_space
+    if space.dtype == np.float32:
+        return env
+    return gym.wrappers.TransformObservation(
+        env, lambda obs: np.asarray(obs, dtype=np.float32),
+        gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32))
 
 
 def import_extra(module: str, extra: str, what: str) -> ModuleType:
@@ -123,10 +137,20 @@ class EnvInfo:
     suite: str
     game: str  # canonical spelling
     env_id: str
-    obs_shape: tuple[int, ...]  # (C, H, W)
-    num_actions: int
+    obs_shape: tuple[int, ...]  # (C, H, W) for image suites, (D,) for continuous control
+    num_actions: int  # discrete actions; 0 for a continuous (Box) action space
     input_scale: float
-    arch: str  # the network shape that fits: "minatar" (3x3 convs) or "nature" (Nature-DQN)
+    arch: str  # the network shape that fits: "minatar" (3x3 convs), "nature" (Nature-DQN) or "mlp"
+    action_shape: tuple[int, ...] = ()  # a Box action's shape; () for discrete actions
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+    obs_low: tuple[float, ...] | None = None  # finite observation bounds (flattened), None where unbounded
+    obs_high: tuple[float, ...] | None = None
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the action space is a continuous `Box` (else `Discrete` with `num_actions`)."""
+        return bool(self.action_shape)
 
 
 def env_info(suite: str, game: str) -> EnvInfo:
@@ -136,15 +160,26 @@ def env_info(suite: str, game: str) -> EnvInfo:
 
 @functools.lru_cache(maxsize=None)
 def _env_info(suite: str, name: str) -> EnvInfo:
+    import numpy as np
+
     env = make_env(suite, name)
     try:
-        obs_shape = tuple(int(v) for v in env.observation_space.shape)
-        num_actions = int(env.action_space.n)
+        obs_space, action_space = env.observation_space, env.action_space
     finally:
         env.close()
-    return EnvInfo(suite, name, env_id(suite, name), obs_shape, num_actions, float(suite_meta(suite, "input_scale")),
-                   suite_meta(suite, "arch"))
+    obs_shape = tuple(int(v) for v in obs_space.shape)
+    common = dict(suite=suite, game=name, env_id=env_id(suite, name), obs_shape=obs_shape,
+                  input_scale=float(suite_meta(suite, "input_scale")), arch=suite_meta(suite, "arch"))
+    if hasattr(action_space, "n"):
+        return EnvInfo(num_actions=int(action_space.n), **common)
+    low, high = np.asarray(obs_space.low, dtype=np.float64).ravel(), np.asarray(obs_space.high, dtype=np.float64).ravel()
+    bounded = bool(np.isfinite(low).all() and np.isfinite(high).all())
+    return EnvInfo(num_actions=0, action_shape=tuple(int(v) for v in action_space.shape),
+                   action_low=tuple(float(v) for v in np.ravel(action_space.low)),
+                   action_high=tuple(float(v) for v in np.ravel(action_space.high)),
+                   obs_low=tuple(low.tolist()) if bounded else None, obs_high=tuple(high.tolist()) if bounded else None,
+                   **common)
 
 
-__all__ = ["EnvInfo", "EnvSuite", "canonical_game", "check_suite", "env_id", "env_info", "gymnasium", "import_extra",
-           "make_env", "make_vec_env", "suite_meta", "suites"]
+__all__ = ["EnvInfo", "EnvSuite", "canonical_game", "check_suite", "env_id", "env_info", "float32_observations",
+           "gymnasium", "import_extra", "make_env", "make_vec_env", "suite_meta", "suites"]
