@@ -48,6 +48,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
     config = load_rl_config(TrainTeacherConfig, args.config, args.overrides)
     gymnasium("socratic rl train-teacher")
+    if config.algo != "dqn":
+        from socratic.rl.sb3_teacher import train_sb3_teacher  # needs stable-baselines3
+
+        return _run(args, config, train_sb3_teacher)
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
     return _run(args, config, train_teacher)
@@ -97,19 +101,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     """Add `rl` and its subcommands to the main parser's subparsers."""
-    rl = sub.add_parser("rl", help="policy distillation for RL agents (MinAtar, Atari): teachers, PD, PD+DA, DPD",
+    rl = sub.add_parser("rl", help="policy distillation for RL agents (MinAtar, Atari, MuJoCo, classic control): "
+                                   "teachers, PD, PD+DA, DPD",
                         description="Policy distillation for DQN agents (needs the rl extra, and minatar or atari: "
                                     'pip install "socratic-kd[rl,minatar]"). Run folders are '
                                     "<output_dir>/<name>/seed<seed>.")
     rl_sub = rl.add_subparsers(dest="rl_command", required=True)
 
-    teacher = rl_sub.add_parser("train-teacher", help="train a DQN teacher with Stable-Baselines3",
-                                description="Train a DQN teacher (SB3) and keep the best network by periodic greedy "
-                                            "evaluation as checkpoints/best.pt (weights only) and best.zip (SB3).")
+    teacher = rl_sub.add_parser("train-teacher", help="train a DQN, PPO, SAC or TD3 teacher with Stable-Baselines3",
+                                description="Train a teacher with SB3 (algo: dqn for MinAtar/Atari; ppo, sac or td3 "
+                                            "for classic_control/mujoco) and keep the best network by periodic "
+                                            "greedy evaluation as checkpoints/best.zip (SB3; DQN also best.pt).")
     _add_config_arguments(teacher, "configs/rl/minatar_breakout_teacher.yaml")
     teacher.set_defaults(func=cmd_train_teacher)
 
-    distill = rl_sub.add_parser("distill", help="distil a DQN teacher into a small Q-network (PD, PD+DA)",
+    distill = rl_sub.add_parser("distill", help="distil a teacher (any SB3 .zip, RL-Zoo folder or socratic .pt) into "
+                                                "a small Q-network or MLP policy (PD, PD+DA)",
                                 description="Policy distillation (Rusu et al. 2016) with optional Disagreement "
                                             "Augmentation on states (DA paper, Sec. 3.3).")
     _add_config_arguments(distill, "configs/rl/minatar_breakout_pd.yaml")
