@@ -1,4 +1,4 @@
-"""Policy distillation of a DQN teacher into a small Q-network, optionally with Disagreement Augmentation.
+"""Policy distillation of a teacher into a small Q-network or MLP policy, optionally with Disagreement Augmentation.
 
 Rusu et al. 2016, "Policy Distillation" (ICLR): a teacher DQN plays epsilon-greedily (epsilon = 0.05), its
 states and Q-values go into a replay memory of the last 540,000 states, and the student is trained by
@@ -20,6 +20,11 @@ tau = 0.01); evaluation episodes are split evenly over the vectorised environmen
 episodes); each epoch's collection starts new episodes (the environments are reset with a seed derived from
 (seed, epoch), episodes do not run on across epochs), so that an epoch is a function of (seed, epoch) and a
 run resumes exactly.
+
+Continuous actions (MuJoCo, Pendulum; docs/methods/rl_continuous.md): the teacher is an SB3 PPO / A2C / SAC / TD3 /
+DDPG policy, the student an `MLPPolicy` in the teacher's action parametrisation, the loss the Gaussian KL or the
+action MSE (`socratic.rl.continuous`), collection adds Gaussian action noise (`ContinuousCollector`), evaluation
+plays the mean action, and DA ascends the same divergence (`ContinuousDisagreement`).
 
 The run is a kind of `socratic.engine.run.Run` (`PolicyDistillationRun`): run folder, lock, progress bar,
 metrics.jsonl + TensorBoard, best/last checkpoints, `--resume`, NaN stop and summary.json come from the
