@@ -130,10 +130,10 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     _add_config_arguments(dpd, "configs/rl/minatar_breakout_dpd.yaml")
     dpd.set_defaults(func=cmd_dpd)
 
-    evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network checkpoint over N episodes",
+    evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network or policy checkpoint over N episodes",
                                  description="Play N episodes greedily and print mean ± std of the score.")
-    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game) or an SB3 .zip "
-                                             "(read without unpickling; needs --suite and --game)")
+    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game), an SB3 .zip or an RL-Zoo "
+                                             "/ Hugging Face folder (read without unpickling; needs --suite and --game)")
     evaluate.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     evaluate.add_argument("--suite", default=None,
                           help="a registered game suite, e.g. minatar or atari (default: from the checkpoint)")
@@ -141,7 +141,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100; the paper: 1000)")
     evaluate.add_argument("--num-envs", type=int, default=8, help="environments played at once (default 8)")
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the environments (default 1)")
-    evaluate.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action (default 0)")
+    evaluate.add_argument("--epsilon", type=float, default=0.0,
+                          help="probability of a uniformly random action (default 0; 1 = random play)")
     evaluate.add_argument("--max-episode-steps", type=int, default=None,
                           help="truncate episodes after this many agent steps (default: 10,000 MinAtar, 27,000 Atari)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
