@@ -13,6 +13,7 @@ TASK=${1:?usage: rl_continuous_pd.sh pendulum|hopper}
 OUT=${OUT:-runs/bench_rl_continuous}
 JOBS=${JOBS:-3}
 SEEDS=${SEEDS:-"0 1 2"}
+EXTRA=${EXTRA:-}  # more overrides for every run, e.g. "optim.epochs=3"
 case "$TASK" in
   pendulum) SUITE=classic_control GAME=Pendulum TEACHER=teachers/rl/classic_control/sac/Pendulum-v1_1
             CONFIG=pendulum SIZES="4 18" EPISODES=100 ;;
@@ -30,7 +31,7 @@ echo "teacher score ($EPISODES episodes): $SCORE"
 run() {  # method hidden seed
   $PY -m socratic rl distill "configs/rl/${CONFIG}_$1.yaml" "name=${TASK}_$1_h$2" "student.hidden=$2" "seed=$3" \
       "teacher.checkpoint=$TEACHER" "output_dir=$OUT" "eval.teacher_score=$SCORE" eval.teacher_episodes=0 \
-      runtime.num_threads=1 runtime.progress=false runtime.tensorboard=false --overwrite \
+      runtime.num_threads=1 runtime.progress=false runtime.tensorboard=false $EXTRA --overwrite \
       > "$OUT/${TASK}_$1_h$2_seed$3.log" 2>&1
 }
 for seed in $SEEDS; do
