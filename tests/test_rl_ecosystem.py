@@ -240,8 +240,8 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sac", "td3"])
-def test_train_teacher_ppo_sac_td3_resumes_bit_for_bit(algo: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["ppo", "sac"])  # on-policy and off-policy (TD3's state is SAC's minus the entropy)
+def test_train_teacher_ppo_and_sac_resume_bit_for_bit(algo: str, tmp_path: Path) -> None:
     from socratic.rl.sb3_teacher import train_sb3_teacher
 
     path, config = _train_teacher(tmp_path, algo)
