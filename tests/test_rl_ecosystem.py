@@ -219,7 +219,7 @@ def test_selection_is_on_at_least_30_episodes_by_default() -> None:
 # ----------------------------------------------------------------------------------- CLI end to end
 def _train_teacher(tmp_path: Path, algo: str, **changes: object) -> tuple[Path, dict]:
     hyper = {"ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 2},
-             "sac": {"learning_starts": 64, "batch_size": 32}, "td3": {"learning_starts": 64, "batch_size": 32}}
+             "sac": {"learning_starts": 64, "batch_size": 32}}
     config = {"name": f"teacher_{algo}", "output_dir": str(tmp_path / "runs"), "algo": algo,
               "env": {"suite": "classic_control", "game": "Pendulum", "eval_num_envs": 2},
               "sb3": {"n_timesteps": 384 if algo == "ppo" else 256, "net_arch": [16, 16], "normalize": algo == "ppo", "hyperparams": hyper[algo]},
