@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-if TYPE_CHECKING:  # pragma: no cover
-    from socratic.context import TrainContext
-    from socratic.distillers.base import Distiller
+from socratic.context import TrainContext
+
+# The checks read a distiller through its public API only (trainable_modules, needs_epoch_end, method_name):
+# `Distiller` is not imported here, as base.py imports this module.
+Distiller = Any
 
 
 class DistillerUsageError(RuntimeError):
@@ -86,13 +88,13 @@ class UsageCheck:
     def epoch_ended(self, epoch: int) -> None:
         self.epoch_hook_called = True
 
-    def before_step(self, distiller: "Distiller", ctx: "TrainContext | None") -> None:
+    def before_step(self, distiller: Distiller, ctx: TrainContext | None) -> None:
         """Raise `DistillerUsageError` for a mistake made since the previous step; then record this step."""
         if distiller.needs_epoch_end:
             self._check_epoch(distiller, ctx)
         self._check_extras(distiller)
 
-    def _check_epoch(self, distiller: "Distiller", ctx: "TrainContext | None") -> None:
+    def _check_epoch(self, distiller: Distiller, ctx: TrainContext | None) -> None:
         name = distiller.method_name
         if ctx is None:
             raise DistillerUsageError(
@@ -107,7 +109,7 @@ class UsageCheck:
         if ctx.epoch != self.epoch:
             self.epoch, self.epoch_hook_called = ctx.epoch, False
 
-    def _check_extras(self, distiller: "Distiller") -> None:
+    def _check_extras(self, distiller: Distiller) -> None:
         modules = distiller.trainable_modules()
         extras = [(name, p) for name, m in modules.items() if name != "student" for p in m.parameters()
                   if p.requires_grad]
