@@ -44,7 +44,7 @@ def _batch(n: int = 8, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, tor
 # --------------------------------------------------------------------------------------- the top level
 def test_import_socratic_stays_cheap_and_resolves_names_lazily() -> None:
     code = ("import sys, socratic; assert 'torch' not in sys.modules, 'import socratic imported torch'; "
-            "assert 'load_teacher' in dir(socratic); socratic.KD; assert 'socratic.distillers.kd' in sys.modules")
+            "assert 'load_teacher' in dir(socratic) and 'socratic.api' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
     from socratic.augment.disagreement import DisagreementAugmentation
     from socratic.distillers.kd import KD
@@ -62,7 +62,7 @@ def test_load_teacher_is_frozen_in_eval_mode_with_its_normalisation() -> None:
     teacher.train()
     assert not teacher.training and not teacher.model.training
     assert teacher.input_shape == (3, 32, 32) and teacher.stage_channels == [16, 16, 32, 64]
-    x = torch.rand(8, 3, 32, 32)
+    x = torch.rand(8, 3, 16, 16)  # the zoo's CIFAR models pool adaptively: small inputs keep the test fast
     normalized = socratic.load_teacher(RESNET20, normalize=True)
     with torch.no_grad():
         manual = teacher.model((x - teacher.mean) / teacher.std)
@@ -72,7 +72,7 @@ def test_load_teacher_is_frozen_in_eval_mode_with_its_normalisation() -> None:
 
 
 def test_a_teacher_warns_once_when_the_input_statistics_do_not_match() -> None:
-    raw = torch.rand(16, 3, 32, 32)  # [0, 1] pixels: std ~0.29, the teacher expects ~1
+    raw = torch.rand(8, 3, 16, 16)  # [0, 1] pixels: std ~0.29, the teacher expects ~1
     teacher = socratic.load_teacher(RESNET20)
     with pytest.warns(InputNormalizationWarning, match=r"std \[0\.2.*normalize=True") as record:
         with torch.no_grad():
@@ -111,12 +111,11 @@ def test_every_method_trains_plain_modules(method: str) -> None:
     optimizer = torch.optim.SGD(criterion.parameters(), lr=0.01)
     x, y = _batch()
     x = torch.cat([x, x.flip(-1)]) if method == "mlkd" else x  # MLKD: two views per label
-    for epoch in (1, 2):
-        loss = criterion(x, y, epoch=epoch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        criterion.on_epoch_end(epoch)
+    loss = criterion(x, y, epoch=1)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    criterion.on_epoch_end(1)
     assert torch.isfinite(loss) and criterion.logits.shape == (8, 10) and criterion.losses
     assert student[0].weight.grad is not None and student[-1].weight.grad is not None
     assert all(p.grad is None for t in criterion.teachers for p in t.parameters())
@@ -148,7 +147,7 @@ def test_plain_modules_get_feature_taps_with_inferred_shapes() -> None:
     assert as_feature_model(zoo) is zoo
     teacher = socratic.load_teacher(RESNET20)
     assert as_feature_model(teacher) is teacher  # the zoo model's own taps, behind the normalisation
-    student = socratic.DistillationLoss("at", teacher, _plain()).student
+    student = socratic.DistillationLoss("at", teacher, _plain(), stages=[-1]).student
     assert student.input_shape == (3, 32, 32)  # from the teacher's checkpoint
 
 
@@ -183,7 +182,7 @@ def test_extras_left_out_of_the_optimiser_raise_on_the_next_step(fused: bool) ->
     with pytest.raises(socratic.DistillerUsageError, match=r"'fitnet' trains extra modules \(regressor\).*add_param_group"):
         criterion(x, y)
     optimizer.add_param_group({"params": criterion.extra_parameters()})
-    for _ in range(3):
+    for _ in range(2):
         loss = criterion(x, y)
         optimizer.zero_grad()
         loss.backward()
@@ -195,7 +194,7 @@ def test_steps_that_do_not_train_the_student_are_not_checked() -> None:
     criterion = _fitnet(student)
     other = torch.optim.SGD(_plain(4).parameters(), lr=0.1)  # an unrelated optimiser steps meanwhile
     x, y = _batch()
-    for _ in range(3):
+    for _ in range(2):
         criterion(x, y).backward()  # gradients only, no optimiser over the student: e.g. accumulation
         other.step()
     with torch.no_grad():
@@ -236,9 +235,8 @@ def test_the_trainers_step_satisfies_the_checks_even_when_they_run() -> None:
         optimizer = torch.optim.SGD(params, lr=0.01)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         x, y = _batch()
-        for epoch in (1, 2, 3):
-            for step in range(2):
-                train_step(distiller, x, y, TrainContext(epoch, step, 3, 2), optimizer, scaler)
+        for epoch in (1, 2):
+            train_step(distiller, x, y, TrainContext(epoch, 0, 2, 1), optimizer, scaler)
             distiller.on_epoch_end(epoch)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.usage import DistillerUsageError, UsageCheck
+from socratic.distillers.usage import UsageCheck
 from socratic.registry import METHODS, Options
 
 # @register_distiller("kd", options=KDOptions, teachers=(1, 1)); `features=True`: the method reads
