@@ -161,6 +161,9 @@ def test_multi_teacher_errors_name_the_fix_for_plain_modules() -> None:
     assert set(logit_only.forward_train(x, y)[1]) == {"ce", "kd"}
     with pytest.raises(ValueError, match=r"teachers.0 \(Sequential\) has no forward_features.*create_distiller"):
         MultiTeacherDistiller.from_options(MultiTeacherOptions(name="aver"), _plain(8), teachers)
+    hooked = [as_feature_model(t, (3, 16, 16)) for t in teachers]
+    with pytest.raises(ValueError, match=r"the student \(Sequential\) has no forward_features.*create_distiller"):
+        MultiTeacherDistiller.from_options(MultiTeacherOptions(name="aver"), _plain(8), hooked)
 
 
 # --------------------------------------------------------------------------------------- usage checks

@@ -292,11 +292,13 @@ def has_feature_api(model: nn.Module) -> bool:
 
 
 def as_feature_model(model: nn.Module, input_shape: Sequence[int] | None = None,
-                     feature_layers: Sequence[str] | None = None) -> nn.Module:
+                     feature_layers: Sequence[str] | None = None, classifier: str | None = None) -> nn.Module:
     """`model` itself when it has the feature API (zoo models, `HookedModel`, `socratic.load_teacher`'s
     teachers), else wrapped in `HookedModel`: stages from `feature_layers`, timm's ``feature_info``,
-    ResNet-style ``layer1..4`` or :func:`find_feature_layers`; the probe forward at `input_shape` (C, H, W),
-    or :func:`infer_input_shape`'s. The parameters are the model's own (nothing is copied)."""
+    ResNet-style ``layer1..4`` or :func:`find_feature_layers`; the embedding is the input of `classifier`
+    (default: the last ``nn.Linear``); the probe forward at `input_shape` (C, H, W), or
+    :func:`infer_input_shape`'s. The parameters are the model's own (nothing is copied); the hooks it adds record
+    only inside ``forward_features``."""
     if has_feature_api(model):
         return model
     shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
@@ -305,7 +307,7 @@ def as_feature_model(model: nn.Module, input_shape: Sequence[int] | None = None,
                          f"input_shape=(C, H, W)")
     layers = list(feature_layers) if feature_layers is not None else (
         _default_feature_layers(model) or find_feature_layers(model, shape))
-    return HookedModel(model, layers, input_size=shape)
+    return HookedModel(model, layers, classifier=classifier, input_size=shape)
 
 
 def as_feature_models(models: Sequence[nn.Module], input_shape: Sequence[int] | None = None) -> list[nn.Module]:
