@@ -130,6 +130,11 @@ def test_plain_modules_get_feature_taps_with_inferred_shapes() -> None:
     assert hooked.feature_layers == ["1", "3"] and hooked.stage_channels == [4, 8] and hooked.embedding_dim == 1568
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     assert infer_input_shape(mlp) == (3, 32, 32)
+    assert as_feature_model(mlp).embedding_dim == 3 * 32 * 32  # the classifier's input: PKT and RKD can use it
+    conv_head = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 10, 1), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten())  # no nn.Linear: stages, but no embedding
+    hooked = as_feature_model(conv_head, (3, 8, 8))
+    assert hooked.feature_layers == ["2"] and hooked.embedding_dim is None
     assert find_feature_layers(_plain(), (3, 20, 20)) == ["2", "5", "8"]
 
     class Shared(nn.Module):  # a ReLU module used twice is no single place of the network: never a tap
@@ -182,7 +187,8 @@ def test_extras_left_out_of_the_optimiser_raise_on_the_next_step(fused: bool) ->
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    with pytest.raises(socratic.DistillerUsageError, match=r"'fitnet' trains extra modules \(regressor\).*add_param_group"):
+    with pytest.raises(socratic.DistillerUsageError,
+                       match=r"'fitnet' trains extra modules \(regressor\).*add_param_group"):
         criterion(x, y)
     optimizer.add_param_group({"params": criterion.extra_parameters()})
     for _ in range(2):

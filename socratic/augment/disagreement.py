@@ -298,7 +298,7 @@ class DisagreementAugmentation:
         weights = weights.expand(x.shape[0], count) if weights.dim() == 1 else weights
         return weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def perturb(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module], *, steps: int | None = None,
+    def perturb(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module], *, steps: int | None = None,
                 final_forward: bool = False, observe: Observer | None = None,
                 values: list[Tensor] | None = None) -> Tensor:
         """Always perturb (no coin flip): `steps` (default `self.steps`) input steps from `x`.

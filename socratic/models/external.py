@@ -84,6 +84,9 @@ class HookedModel(nn.Module):
             its first layer, or the first of a few probe sizes that runs).
         expand_gray: repeat a 1-channel input to 3 channels (for models that
             only take RGB, e.g. torchvision's).
+        require_classifier: False: a model without a findable classifier
+            gets no embedding (``embedding_dim`` None; methods that need one
+            say so) instead of an error.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class HookedModel(nn.Module):
         classifier: str | None = None,
         input_size: Sequence[int] | None = None,
         expand_gray: bool = False,
+        require_classifier: bool = True,
     ):
         super().__init__()
         self.model = model
@@ -104,9 +108,15 @@ class HookedModel(nn.Module):
         for name in self.feature_layers:
             module = self._get(name, "feature layer")
             module.register_forward_hook(_StageHook(self, name))
-        self.classifier_name = classifier or self._find_classifier()
+        try:
+            self.classifier_name: str | None = classifier or self._find_classifier()
+        except ValueError:
+            if require_classifier:
+                raise
+            self.classifier_name = None
         self.has_head = False
-        self._get(self.classifier_name, "classifier").register_forward_pre_hook(self._embedding_hook)
+        if self.classifier_name is not None:
+            self._get(self.classifier_name, "classifier").register_forward_pre_hook(self._embedding_hook)
         if input_size is None:
             input_size = infer_input_shape(model)
             if input_size is None:
@@ -124,7 +134,7 @@ class HookedModel(nn.Module):
         finally:
             model.train(was_training)
         self.stage_channels = [_channels(t) for t in feats.stages]
-        self.embedding_dim = int(feats.embedding.shape[1])
+        self.embedding_dim = int(feats.embedding.shape[1]) if feats.embedding is not None else None
 
     # -- hooks -----------------------------------------------------------
     def _get(self, name: str, what: str) -> nn.Module:
@@ -133,9 +143,9 @@ class HookedModel(nn.Module):
         except AttributeError as exc:
             raise ValueError(f"{what} {name!r} is not a submodule of {type(self.model).__name__}") from exc
 
-    def get_classifier(self) -> nn.Module:
-        """The wrapped model's final classifier module."""
-        return self.model.get_submodule(self.classifier_name)
+    def get_classifier(self) -> nn.Module | None:
+        """The wrapped model's final classifier module (None when it has none that could be found)."""
+        return self.model.get_submodule(self.classifier_name) if self.classifier_name is not None else None
 
     @property
     def num_classes(self) -> int | None:
@@ -181,12 +191,12 @@ class HookedModel(nn.Module):
             self._capturing = False
         captured, self._captured = self._captured, {}
         missing = [n for n in self.feature_layers if n not in captured]
-        if missing or "__embedding__" not in captured:
+        if missing or (self.classifier_name is not None and "__embedding__" not in captured):
             raise RuntimeError(
                 f"hooks did not fire for {missing or [self.classifier_name]}: "
                 "those modules are not used by the forward pass"
             )
-        embedding = captured["__embedding__"].flatten(1)
+        embedding = captured["__embedding__"].flatten(1) if "__embedding__" in captured else None
         return Features(stages=[captured[n] for n in self.feature_layers], embedding=embedding, logits=logits)
 
 
@@ -307,7 +317,7 @@ def as_feature_model(model: nn.Module, input_shape: Sequence[int] | None = None,
                          f"input_shape=(C, H, W)")
     layers = list(feature_layers) if feature_layers is not None else (
         _default_feature_layers(model) or find_feature_layers(model, shape))
-    return HookedModel(model, layers, classifier=classifier, input_size=shape)
+    return HookedModel(model, layers, classifier=classifier, input_size=shape, require_classifier=False)
 
 
 def as_feature_models(models: Sequence[nn.Module], input_shape: Sequence[int] | None = None) -> list[nn.Module]:

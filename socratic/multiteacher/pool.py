@@ -68,6 +68,10 @@ class TeacherPool:
                                  f"them; build the method with socratic.create_distiller(name, student, "
                                  f"teachers), which wraps a plain nn.Module in socratic.models.external."
                                  f"HookedModel (or wrap it yourself: as_feature_model(model))")
+            if not getattr(teacher, "embedding_dim", None):
+                raise ValueError(f"{name} has no embedding (the input of an nn.Linear classifier), which "
+                                 f"multi-teacher methods read: give its classifier's name, "
+                                 f"as_feature_model(model, classifier='<module name>')")
         self.num_classes = check_class_counts([classifier_out_features(t) for t in self.teachers], self.names)
         self.feature_layer = feature_layer
 
