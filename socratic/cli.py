@@ -79,9 +79,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from socratic.reports import report, to_csv, to_markdown
+    from socratic.reports import ReportError, report, to_csv, to_markdown
 
-    rows = report(args.runs, baseline=args.baseline)
+    if args.html:
+        from socratic.html_report import write_html_report
+
+        err_console.print(f"wrote {write_html_report(args.runs, args.html, baseline=args.baseline)}")
+        try:  # the page has the RL runs too; the table below is of the classification runs
+            rows = report(args.runs, baseline=args.baseline)
+        except (FileNotFoundError, ReportError):
+            return 0
+    else:
+        rows = report(args.runs, baseline=args.baseline)
     console.print(to_markdown(rows, args.baseline), markup=False, highlight=False, soft_wrap=True)
     if args.csv:
         Path(args.csv).write_text(to_csv(rows))
@@ -230,11 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
+    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds (--html: a page)")
     rep.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     rep.add_argument("--csv", default=None, help="also write the table as CSV to this file")
     rep.add_argument("--baseline", default=None,
-                     help="name of a run group: add per-seed top-1, the difference of means and Welch's t against it")
+                     help="name of a run group: add per-seed top-1, the difference of means, Welch's t, its degrees "
+                          "of freedom and the p-value against it")
+    rep.add_argument("--html", default=None, metavar="OUT",
+                     help="also write OUT/index.html: one self-contained page with the tables, learning curves with "
+                          "seed bands, DA statistics, teacher weights and RL score curves (docs/report.md)")
     rep.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="list zoo models with parameters and FLOPs")

@@ -32,6 +32,7 @@ class RunGroup:
     config: dict[str, Any]
     seeds: list[int] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    run_dirs: list[Path] = field(default_factory=list)
 
     def values(self, metric: str) -> list[float]:
         return [s[metric] for s in self.summaries if metric in s]
@@ -72,6 +73,7 @@ def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
         group = groups.setdefault(_group_key(config), RunGroup(config["name"], config))
         group.seeds.append(config["seed"])
         group.summaries.append(summary)
+        group.run_dirs.append(run_dir)
     return sorted(groups.values(), key=lambda g: g.name)
 
 
@@ -138,10 +140,10 @@ def welch_test(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Welch's unequal-variance t-test of mean(a) - mean(b): (t, degrees of freedom, two-sided p-value).
 
     The degrees of freedom are Welch-Satterthwaite's and the p-value comes from scipy's Student t
-    distribution (Welch, Biometrika 1947). NaN for all three without >= 2 values on each side; with no spread on
+    distribution function (`scipy.special.stdtr`; Welch, Biometrika 1947). NaN for all three without >= 2 values on each side; with no spread on
     either side t is 0 (p = 1) for equal means and ±inf (p = 0) otherwise, and the degrees of freedom are NaN.
     """
-    from scipy import stats
+    from scipy.special import stdtr  # Student's t CDF; scipy.stats would cost seconds to import
 
     nan = float("nan")
     if len(a) < 2 or len(b) < 2:
@@ -152,7 +154,7 @@ def welch_test(a: list[float], b: list[float]) -> tuple[float, float, float]:
         return (0.0, nan, 1.0) if gap == 0 else (math.copysign(math.inf, gap), nan, 0.0)
     t = gap / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return t, df, float(2 * stats.t.sf(abs(t), df))
+    return t, df, float(2 * stdtr(df, -abs(t)))
 
 
 def compare_to_baseline(rows: list[dict[str, Any]], baseline: str, values_key: str) -> None:
