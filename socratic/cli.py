@@ -206,6 +206,30 @@ def cmd_plot_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from socratic.shipped_configs import copy_config, list_configs
+
+    if args.action == "list":
+        names = list_configs(args.name or "")
+        if not names:
+            raise ConfigError(f"no shipped config starts with '{args.name}' (`socratic configs list` shows all)")
+        console.print("\n".join(names), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    if not args.name:
+        raise ConfigError("socratic configs copy NAME: name a config (`socratic configs list` shows them)")
+    target = copy_config(args.name, args.to, overwrite=args.force)
+    err_console.print(f"wrote {target}", markup=False, highlight=False, soft_wrap=True)
+    import yaml
+
+    checkpoints = [t.get("checkpoint") for t in (yaml.safe_load(target.read_text()) or {}).get("teachers") or []]
+    missing = [c for c in checkpoints if c and not Path(c).exists()]
+    if missing:
+        err_console.print(f"note: its teacher checkpoint(s) {', '.join(missing)} are not here (paths are relative to "
+                          "where you run it; the committed teacher zoo is in the repository's teachers/ folder)",
+                          markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from socratic.demo import run_demo
 
@@ -331,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("run_dir", help="a run folder (<output_dir>/<name>/seed<seed>)")
     weights.add_argument("--out", default=None, help="PNG path (default: <run_dir>/teacher_weights.png)")
     weights.set_defaults(func=cmd_plot_weights)
+
+    shipped = sub.add_parser("configs", help="list or copy the configs shipped with socratic",
+                             description="The paper recipes and CPU-scale configs inside the installed package. "
+                                         "list [PREFIX]: their names (e.g. cifar100/kd/resnet32x4_resnet8x4); "
+                                         "copy NAME: write NAME.yaml into --to (default: here) to edit and run.")
+    shipped.add_argument("action", choices=["list", "copy"], help="list the names, or copy one")
+    shipped.add_argument("name", nargs="?", default=None, help="list: a prefix such as cifar100/; copy: the config")
+    shipped.add_argument("--to", default=".", help="copy: folder (or .yaml file) to write (default: here)")
+    shipped.add_argument("--force", action="store_true", help="copy: replace an existing file")
+    shipped.set_defaults(func=cmd_configs)
 
     demo = sub.add_parser("demo", help="teacher, student and KD student on Fashion-MNIST, with a summary table")
     demo.add_argument("--output-dir", default="runs/demo", help="where the three runs go (replaced each time)")
