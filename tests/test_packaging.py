@@ -112,3 +112,14 @@ def test_configs_list_and_copy(tmp_path: Path, capsys: pytest.CaptureFixture, mo
     assert "did you mean fashion_mnist/kd_resnet20_resnet8" in capsys.readouterr().err
     assert main(["configs", "copy", "../pyproject", "--to", str(tmp_path)]) == 2  # only the shipped ones
     assert main(["configs", "list", "nothing/"]) == 2
+
+
+def test_readme_links_are_absolute_and_point_at_files_of_this_repository() -> None:
+    links = re.findall(r"\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert links, "the README links its docs"
+    base = "https://github.com/socratic-kd/socratic/"
+    for link in links:
+        assert link.startswith("https://"), f"README link {link} is relative: it breaks on a package index"
+        if link.startswith((base + "blob/main/", base + "tree/main/")):
+            path = link.split("/main/", 1)[1]
+            assert (ROOT / path).exists(), f"README link {link}: {path} is not in the repository"
