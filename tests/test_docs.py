@@ -20,5 +20,5 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         problems or [done.stdout, done.stderr])
     site = tmp_path / "site"
     assert (site / "report" / "index.html").is_file() and (site / "methods" / "kd" / "index.html").is_file()
-    api = (site / "api" / "engine" / "index.html").read_text()
+    api = (site / "reference" / "engine" / "index.html").read_text()
     assert "RunFolder" in api and "tensorboard_tag" in api  # the reference comes from the docstrings
