@@ -243,7 +243,8 @@ def _classification_section(groups: list[RunGroup], baseline: str | None) -> str
     if compared:
         header += [h.format(baseline) for h in _COMPARISON_HEADER]
     table = [[r["name"], r["method"], r["teachers"], r["student"], r["dataset"], r["seeds"],
-              mean_std_cell(r["best_top1_mean"], r["best_top1_std"]), mean_std_cell(r["last_top1_mean"], r["last_top1_std"]),
+              mean_std_cell(r["best_top1_mean"], r["best_top1_std"]),
+              mean_std_cell(r["last_top1_mean"], r["last_top1_std"]),
               ", ".join(f"{v:.2f}" for v in r["best_top1_values"]), _number(r["train_time_mean"], ".0f"),
               _number(r["epoch_time_mean"], ".1f")] + (_comparison_cells(r, "best_top1_values")[1:] if compared else [])
              for r in rows]

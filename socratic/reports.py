@@ -139,9 +139,9 @@ def welch_t(a: list[float], b: list[float]) -> float:
 def welch_test(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Welch's unequal-variance t-test of mean(a) - mean(b): (t, degrees of freedom, two-sided p-value).
 
-    The degrees of freedom are Welch-Satterthwaite's and the p-value comes from scipy's Student t
-    distribution function (`scipy.special.stdtr`; Welch, Biometrika 1947). NaN for all three without >= 2 values on each side; with no spread on
-    either side t is 0 (p = 1) for equal means and ±inf (p = 0) otherwise, and the degrees of freedom are NaN.
+    The degrees of freedom are Welch-Satterthwaite's and the p-value comes from Student's t distribution function
+    (`scipy.special.stdtr`; Welch, Biometrika 1947). NaN for all three without >= 2 values on each side; with no
+    spread on either side t is 0 (p = 1) for equal means and ±inf (p = 0) otherwise, and the df are NaN.
     """
     from scipy.special import stdtr  # Student's t CDF; scipy.stats would cost seconds to import
 

@@ -156,7 +156,8 @@ def test_tensorboard_has_grouped_tags_per_step_loss_and_hparams_across_a_resume(
     # the killed run's steps 9-11 were purged on resume: each step once, the values of the uninterrupted run
     for tag in ("train/step_loss", "train/loss", "run/epoch"):
         assert [(e.step, e.value) for e in cut.Scalars(tag)] == [(e.step, e.value) for e in full.Scalars(tag)]
-    assert torch.load(run_dir_for(tmp_path, "cut", 0) / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 16
+    last = torch.load(run_dir_for(tmp_path, "cut", 0) / "checkpoints" / "last.pt", weights_only=True)
+    assert last["global_step"] == 16
     hparams = full.PluginTagToContent("hparams")
     assert hparams and b"lr" in b"".join(hparams.values())  # the config's keys, for TensorBoard's HPARAMS tab
 

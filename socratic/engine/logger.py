@@ -73,7 +73,8 @@ class RunLogger:
             except ImportError:  # pragma: no cover - tensorboard is a core dependency
                 warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
             else:
-                self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=start_step + 1 if start_step else None)
+                purge = start_step + 1 if start_step else None  # hide what the interrupted run wrote later
+                self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge)
 
     def truncate_after(self, epoch: int) -> None:
         """Drop lines of epochs after `epoch` (a run killed between logging and checkpointing), and a last line
@@ -97,7 +98,8 @@ class RunLogger:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        experiment, session_start, _ = hparams(flat_hparams(config), {tensorboard_tag(k): math.nan for k in metric_keys})
+        metrics = {tensorboard_tag(k): math.nan for k in metric_keys}
+        experiment, session_start, _ = hparams(flat_hparams(config), metrics)
         for summary in (experiment, session_start):
             self.writer.file_writer.add_summary(summary)
 
