@@ -1,5 +1,5 @@
 """socratic: teacher-student learning for PyTorch."""
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one place the version is written (pyproject.toml reads it)
 
 # The public API for a user's own loop (docs/own-loop.md), imported on first use so that `import socratic`
 # (and the CLI's start-up) does not pay for torch and the methods: name -> the module that defines it.
