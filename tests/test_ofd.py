@@ -88,5 +88,6 @@ def test_ofd_runs_from_the_command_line_with_and_without_da(method_cli_runs) -> 
     for variant, run_dir in dirs.items():
         values[variant] = read_metrics(run_dir / "metrics.jsonl")[0]["train_ofd"]
         extra = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["extra"]
-        assert {f"{i}.{k}" for i in range(3) for k in ("conv.weight", "bn.weight", "bn.bias")} <= set(extra["connectors"])
+        keys = {f"{i}.{k}" for i in range(3) for k in ("conv.weight", "bn.weight", "bn.bias")}
+        assert keys <= set(extra["connectors"])
     assert values["plain"] > 0 and values["da"] != values["plain"]

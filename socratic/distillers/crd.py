@@ -163,7 +163,8 @@ class CRD(Distiller):
                  mode: str = "exact") -> None:
         super().__init__(student, teacher)
         require_embeddings("crd", ("student", student), ("teacher", self.teacher))
-        self.ce_weight, self.crd_weight, self.kd_weight, self.temperature = ce_weight, crd_weight, kd_weight, temperature
+        self.ce_weight, self.crd_weight = ce_weight, crd_weight
+        self.kd_weight, self.temperature = kd_weight, temperature
         self.feat_dim, self.num_negatives, self.nce_temperature = feat_dim, num_negatives, nce_temperature
         self.momentum, self.mode = momentum, mode
         self.embed = nn.ModuleDict({"student": Embed(student.embedding_dim, feat_dim),
