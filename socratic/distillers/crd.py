@@ -143,7 +143,7 @@ class CRDOptions(Options):
             raise ValueError(f"{prefix}.mode must be 'exact' or 'relax', got {self.mode!r}")
 
 
-@register_distiller("crd", options=CRDOptions, teachers=(1, 1), sample_indices=True)
+@register_distiller("crd", options=CRDOptions, teachers=(1, 1), features=True, sample_indices=True)
 class CRD(Distiller):
     """Tian, Krishnan & Isola, "Contrastive Representation Distillation", ICLR 2020.
 

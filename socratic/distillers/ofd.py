@@ -80,7 +80,7 @@ class OFDOptions(Options):
             raise ValueError(f"{prefix}.stages is empty: name at least one stage, or null for every stage but the stem")
 
 
-@register_distiller("ofd", options=OFDOptions, teachers=(1, 1))
+@register_distiller("ofd", options=OFDOptions, teachers=(1, 1), features=True)
 class OFD(Distiller):
     """Heo, Kim, Yun, Park, Kwak & Choi, "A Comprehensive Overhaul of Feature Distillation", ICCV 2019.
 
