@@ -215,8 +215,9 @@ class DisagreementAugmentation:
                 f"clamp={self.clamp}, target={self.target!r})")
 
     # ----------------------------------------------------------------------------------------- training
-    def __call__(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module]) -> Tensor:
-        """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version."""
+    def __call__(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module]) -> Tensor:
+        """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version. `teachers`:
+        one module or a list of them."""
         self._batches += 1
         if self.prob <= 0.0 or self.steps == 0:
             return x
@@ -268,8 +269,10 @@ class DisagreementAugmentation:
         """The batch disagreement the steps increase (a subclass may define its own, e.g. a Gaussian KL)."""
         return disagreement_score(student_logits, target_logits, self.objective, self.temperature)
 
-    def _teachers_used(self, teachers: Sequence[nn.Module]) -> list[nn.Module]:
-        teachers = list(teachers)
+    def _teachers_used(self, teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+        # One module (an nn.Sequential too) is one teacher; a list or nn.ModuleList is several.
+        teachers = [teachers] if isinstance(teachers, nn.Module) and not isinstance(teachers, nn.ModuleList) \
+            else list(teachers)
         if not teachers:
             raise ValueError("Disagreement Augmentation needs at least one teacher")
         if self.target in ("mean", "weighted"):
