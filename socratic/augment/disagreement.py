@@ -265,6 +265,10 @@ class DisagreementAugmentation:
         self._abs_dx: Tensor | float = 0.0
 
     # -------------------------------------------------------------------------------------- the steps
+    def score(self, student_logits: Tensor, target_logits: Tensor) -> Tensor:
+        """The batch disagreement the steps increase (a subclass may define its own, e.g. a Gaussian KL)."""
+        return disagreement_score(student_logits, target_logits, self.objective, self.temperature)
+
     def _teachers_used(self, teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
         # One module (an nn.Sequential too) is one teacher; a list or nn.ModuleList is several.
         teachers = [teachers] if isinstance(teachers, nn.Module) and not isinstance(teachers, nn.ModuleList) \
@@ -326,7 +330,7 @@ class DisagreementAugmentation:
                 x_in = x_adv.view_as(x_adv)
                 student_logits = student(x_in)
                 target_logits = self._target_logits(x_in, used, weights)
-                value = disagreement_score(student_logits, target_logits, self.objective, self.temperature)
+                value = self.score(student_logits, target_logits)
                 grad = _input_gradient(-value, x_adv, fp16)
                 if values is not None:
                     values.append(value.detach())
@@ -344,7 +348,7 @@ class DisagreementAugmentation:
                     student_logits = student(x_in)
                     target_logits = self._target_logits(x_in, used, weights)
                     if values is not None:
-                        values.append(disagreement_score(student_logits, target_logits, self.objective, self.temperature))
+                        values.append(self.score(student_logits, target_logits))
                     if observe is not None:
                         observe(steps, student_logits, target_logits)
         return x_adv.detach()
