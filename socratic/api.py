@@ -93,7 +93,12 @@ class DistillationLoss(nn.Module):
         """The method's trainable parameters beyond the student's (empty for most logit methods)."""
         return self.distiller.extra_parameters()
 
-    def context(self, epoch: int) -> TrainContext:
+    def bind_train_set(self, labels: Tensor) -> None:
+        """Methods with a per-sample memory (CRD) size it from the training set's labels, in dataset order;
+        their steps then need each sample's dataset index: `criterion(x, y, epoch=e, indices=idx)`."""
+        self.distiller.bind_train_set(labels)
+
+    def context(self, epoch: int, indices: Tensor | None = None) -> TrainContext:
         """The training context of the next step of `epoch` (steps are counted per epoch)."""
         if epoch != self._epoch:
             if self._epoch is not None:
@@ -101,16 +106,17 @@ class DistillationLoss(nn.Module):
             self._epoch, self._step = epoch, 0
         steps = max(self._steps_per_epoch or self._step + 1, self._step + 1)
         ctx = TrainContext(epoch=epoch, step=self._step, epochs=max(self.epochs or epoch, epoch),
-                           steps_per_epoch=steps)
+                           steps_per_epoch=steps, indices=indices)
         self._step += 1
         return ctx
 
-    def forward(self, x: Tensor, y: Tensor, *, epoch: int | None = None, ctx: TrainContext | None = None
-                ) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, *, epoch: int | None = None, indices: Tensor | None = None,
+                ctx: TrainContext | None = None) -> Tensor:
         """The method's summed loss on (x, y); its parts are in `losses` (detached), the student's logits
-        in `logits`. `epoch` (from 1) builds the training context, or pass `ctx` itself."""
-        if ctx is None and epoch is not None:
-            ctx = self.context(epoch)
+        in `logits`. `epoch` (from 1) builds the training context, or pass `ctx` itself; `indices`: the
+        samples' dataset indices, for methods that keep a per-sample memory (CRD)."""
+        if ctx is None and (epoch is not None or indices is not None):
+            ctx = self.context(1 if epoch is None else epoch, indices)
         logits, losses = self.distiller.forward_train(x, y, ctx)
         self.logits = logits
         self.losses = {name: value.detach() for name, value in losses.items()}

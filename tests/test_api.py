@@ -107,11 +107,25 @@ def test_every_method_trains_plain_modules(method: str) -> None:
     student = _plain(8)
     teachers = [] if method == "ce" else [_plain(12), _plain(16)] if method in MULTI else _plain(16)
     options = {"camkd_feature_weights": "equal"} if method == "camkd" else {}  # confidence needs a zoo head
+    if method == "reviewkd":  # a plain teacher has no pre-ReLU maps: ReviewKD distils into its post-ReLU stages
+        options = {"teacher_preact": False}
+    if method == "dml":  # no teacher: the peers are the user's own modules
+        teachers, options = [], {"peers": [_plain(12)]}
+    if method == "ofd":  # OFD needs pre-ReLU maps and the BN margins before them: zoo models only
+        with pytest.raises(ValueError, match="needs the student's pre-ReLU stage maps"):
+            socratic.DistillationLoss(method, teachers, student, input_shape=(3, 16, 16))
+        return
     criterion = socratic.DistillationLoss(method, teachers, student, input_shape=(3, 16, 16), **options)
     optimizer = torch.optim.SGD(criterion.parameters(), lr=0.01)
     x, y = _batch()
     x = torch.cat([x, x.flip(-1)]) if method == "mlkd" else x  # MLKD: two views per label
-    loss = criterion(x, y, epoch=1)
+    indices = None
+    if method == "crd":  # a per-sample memory: the training set's labels, then each batch's dataset indices
+        indices = torch.arange(len(y)) * 5
+        labels = torch.arange(40) % 10
+        labels[indices] = y
+        criterion.bind_train_set(labels)
+    loss = criterion(x, y, epoch=1, indices=indices)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

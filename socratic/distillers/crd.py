@@ -187,9 +187,11 @@ class CRD(Distiller):
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.memory is None or self.sampler is None:
-            raise ValueError("CRD needs its memory bank: call bind_train_set(train labels) before training")
+            raise ValueError("CRD needs its memory bank: call bind_train_set(train labels) before training "
+                             "(DistillationLoss.bind_train_set in your own loop)")
         if ctx is None or ctx.indices is None:
-            raise ValueError("CRD needs each sample's dataset index: pass TrainContext(indices=...) from a "
+            raise ValueError("CRD needs each sample's dataset index: pass indices=... to DistillationLoss, or "
+                             "TrainContext(indices=...) from a "
                              "TensorLoader(with_indices=True)")
         index = ctx.indices.to(x.device).long()
         features = self.student.forward_features(x)

@@ -42,15 +42,16 @@ class DMLOptions(Options):
     Knowledge-Distillation-Zoo code: CE 1, KL 1, no temperature). The student is the first peer."""
 
     name: str = "dml"
-    peers: list[str] = field(default_factory=list)  # model names of the other peers (at least one)
+    peers: list[str] = field(default_factory=list)  # model names of the other peers (at least one); modules in code
     ce_weight: float = 1.0  # weight of each peer's cross-entropy
     kl_weight: float = 1.0  # weight of each peer's mean KL to the other peers
 
     def check(self, prefix: str) -> None:
         self.require_non_negative(prefix, "ce_weight", "kl_weight")
-        if not self.peers or not all(isinstance(p, str) and p for p in self.peers):
+        if not self.peers or not all(isinstance(p, nn.Module) or (isinstance(p, str) and p) for p in self.peers):
             raise ValueError(f"{prefix}.peers must list the model names of the other peers (at least one; the "
-                             f"student is the first peer), e.g. peers: [resnet8]; got {self.peers!r}")
+                             f"student is the first peer; in your own loop the peer modules), e.g. peers: "
+                             f"[resnet8]; got {self.peers!r}")
 
 
 @register_distiller("dml", options=DMLOptions, teachers=(0, 0))
@@ -64,16 +65,22 @@ class DML(Distiller):
     the reference code. The trainer evaluates every peer (`evaluated_models`); best.pt holds the student.
     """
 
-    def __init__(self, student: nn.Module, teachers: Sequence[nn.Module] = (), peers: Sequence[str] = (),
-                 ce_weight: float = 1.0, kl_weight: float = 1.0) -> None:
+    def __init__(self, student: nn.Module, teachers: Sequence[nn.Module] = (),
+                 peers: Sequence[str | nn.Module] = (), ce_weight: float = 1.0, kl_weight: float = 1.0) -> None:
         super().__init__(student, teachers)
         from socratic.models import create_model
 
-        num_classes, in_channels = student.num_classes, _in_channels(student)
         built = []
-        for i, name in enumerate(peers):
+        for i, peer in enumerate(peers):
+            if isinstance(peer, nn.Module):  # a user's own loop may pass the peer modules themselves
+                built.append(peer)
+                continue
+            num_classes = getattr(student, "num_classes", None)
+            if num_classes is None:
+                raise ValueError(f"method.peers[{i}]: the zoo model '{peer}' needs a student that knows its "
+                                 f"num_classes (a zoo model); with a plain nn.Module, pass the peers as modules")
             try:
-                built.append(create_model(name, num_classes=num_classes, in_channels=in_channels))
+                built.append(create_model(peer, num_classes=num_classes, in_channels=_in_channels(student)))
             except ValueError as err:
                 raise ValueError(f"method.peers[{i}]: {err}") from err
         if not built:
