@@ -130,16 +130,17 @@ def bench_pair(teacher: str, student: str, *, batch_size: int = 64, precision: s
     results["da_over_kd_cost"] = results["kd_step_img_per_s"] / results["da_step_img_per_s"]
     results["da_over_kd_expected"] = expected_da_over_kd(flops_student, flops_teacher, da.steps, select)
     if headroom:
-        results.update(headroom_of(results, pieces, batch_size, dev, precision))
+        results.update(headroom_of(results, pieces, batch_size, dev, precision, steps=steps, warmup=warmup))
     results["peak_memory_mb"] = peak_memory_mb(dev)
     return results
 
 
 def headroom_of(results: dict[str, Any], pieces: dict[str, Callable[[], Any]], batch_size: int,
-                device: torch.device, precision: str) -> dict[str, float]:
-    """The matmul rate, each step's counted GFLOP per image and the fraction of the matmul rate its measured
-    img/s (`results["<step>_img_per_s"]`) reaches; `da_over_kd_flops` when both steps are there."""
-    rate = matmul_gflop_per_s(device, precision)
+                device: torch.device, precision: str, steps: int = 10, warmup: int = 2) -> dict[str, float]:
+    """The matmul rate (timed over `steps` products after `warmup`), each step's counted GFLOP per image and the
+    fraction of the matmul rate its measured img/s (`results["<step>_img_per_s"]`) reaches; `da_over_kd_flops`
+    when both steps are there."""
+    rate = matmul_gflop_per_s(device, precision, steps=max(steps, 1), warmup=warmup)
     out: dict[str, float] = {"matmul_gflop_per_s": rate}
     for name, step in pieces.items():
         gflop = count_call_flops(step) / batch_size / 1e9
