@@ -79,9 +79,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from socratic.reports import report, to_csv, to_markdown
+    from socratic.reports import ReportError, report, to_csv, to_markdown
 
-    rows = report(args.runs, baseline=args.baseline)
+    if args.html:
+        from socratic.html_report import write_html_report
+
+        err_console.print(f"wrote {write_html_report(args.runs, args.html, baseline=args.baseline)}")
+        try:  # the page has the RL runs too; the table below is of the classification runs
+            rows = report(args.runs, baseline=args.baseline)
+        except (FileNotFoundError, ReportError):
+            return 0
+    else:
+        rows = report(args.runs, baseline=args.baseline)
     console.print(to_markdown(rows, args.baseline), markup=False, highlight=False, soft_wrap=True)
     if args.csv:
         Path(args.csv).write_text(to_csv(rows))
@@ -208,6 +217,30 @@ def cmd_plot_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from socratic.shipped_configs import copy_config, list_configs
+
+    if args.action == "list":
+        names = list_configs(args.name or "")
+        if not names:
+            raise ConfigError(f"no shipped config starts with '{args.name}' (`socratic configs list` shows all)")
+        console.print("\n".join(names), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    if not args.name:
+        raise ConfigError("socratic configs copy NAME: name a config (`socratic configs list` shows them)")
+    target = copy_config(args.name, args.to, overwrite=args.force)
+    err_console.print(f"wrote {target}", markup=False, highlight=False, soft_wrap=True)
+    import yaml
+
+    checkpoints = [t.get("checkpoint") for t in (yaml.safe_load(target.read_text()) or {}).get("teachers") or []]
+    missing = [c for c in checkpoints if c and not Path(c).exists()]
+    if missing:
+        err_console.print(f"note: its teacher checkpoint(s) {', '.join(missing)} are not here (paths are relative to "
+                          "where you run it; the committed teacher zoo is in the repository's teachers/ folder)",
+                          markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from socratic.demo import run_demo
 
@@ -241,11 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
+    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds (--html: a page)")
     rep.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     rep.add_argument("--csv", default=None, help="also write the table as CSV to this file")
     rep.add_argument("--baseline", default=None,
-                     help="name of a run group: add per-seed top-1, the difference of means and Welch's t against it")
+                     help="name of a run group: add per-seed top-1, the difference of means, Welch's t, its degrees "
+                          "of freedom and the p-value against it")
+    rep.add_argument("--html", default=None, metavar="OUT",
+                     help="also write OUT/index.html: one self-contained page with the tables, learning curves with "
+                          "seed bands, DA statistics, teacher weights and RL score curves (docs/report.md)")
     rep.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="list zoo models with parameters and FLOPs")
@@ -332,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("run_dir", help="a run folder (<output_dir>/<name>/seed<seed>)")
     weights.add_argument("--out", default=None, help="PNG path (default: <run_dir>/teacher_weights.png)")
     weights.set_defaults(func=cmd_plot_weights)
+
+    shipped = sub.add_parser("configs", help="list or copy the configs shipped with socratic",
+                             description="The paper recipes and CPU-scale configs inside the installed package. "
+                                         "list [PREFIX]: their names (e.g. cifar100/kd/resnet32x4_resnet8x4); "
+                                         "copy NAME: write NAME.yaml into --to (default: here) to edit and run.")
+    shipped.add_argument("action", choices=["list", "copy"], help="list the names, or copy one")
+    shipped.add_argument("name", nargs="?", default=None, help="list: a prefix such as cifar100/; copy: the config")
+    shipped.add_argument("--to", default=".", help="copy: folder (or .yaml file) to write (default: here)")
+    shipped.add_argument("--force", action="store_true", help="copy: replace an existing file")
+    shipped.set_defaults(func=cmd_configs)
 
     demo = sub.add_parser("demo", help="teacher, student and KD student on Fashion-MNIST, with a summary table")
     demo.add_argument("--output-dir", default="runs/demo", help="where the three runs go (replaced each time)")

@@ -132,6 +132,11 @@ def _input_gradient(loss: Tensor, x: Tensor, fp16: bool) -> Tensor:
     return torch.autograd.grad(loss, x)[0]
 
 
+def _teacher_list(teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    """One module (an nn.Sequential too) is one teacher; a list or nn.ModuleList is several."""
+    return [teachers] if isinstance(teachers, nn.Module) and not isinstance(teachers, nn.ModuleList) else list(teachers)
+
+
 class _InputStep:
     """One update of the input tensor `x` (a leaf) given the gradient of the loss -disagreement."""
 
@@ -231,9 +236,9 @@ class DisagreementAugmentation:
                 f"clamp={self.clamp}, target={self.target!r}, select={self.select}, select_by={self.select_by!r})")
 
     # ----------------------------------------------------------------------------------------- training
-    def __call__(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module]) -> Tensor:
+    def __call__(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module]) -> Tensor:
         """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version (with
-        `select` < 1: only its selected samples moved)."""
+        `select` < 1: only its selected samples moved). `teachers`: one module or a list of them."""
         self._batches += 1
         self._known, self._moved = None, None
         if self.prob <= 0.0 or self.steps == 0:
@@ -270,11 +275,11 @@ class DisagreementAugmentation:
         batch or none of it (then the returned tensor is `x` itself)."""
         return self._moved
 
-    def _perturb_selected(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module], count: int,
-                          measure: bool, values: list[Tensor]) -> Tensor:
+    def _perturb_selected(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module],
+                          count: int, measure: bool, values: list[Tensor]) -> Tensor:
         """Adaptive DA: rank the clean batch's samples by disagreement (one no-grad forward), move the `count`
         selected ones as a batch of their own, keep the teacher logits of the others."""
-        teachers = list(teachers)
+        teachers = _teacher_list(teachers)
         used = self._teachers_used(teachers)
         weights = self._ensemble_weights(x, len(used))
         clean = x.detach()
@@ -334,8 +339,8 @@ class DisagreementAugmentation:
         self._moved: Tensor | None = None
 
     # -------------------------------------------------------------------------------------- the steps
-    def _teachers_used(self, teachers: Sequence[nn.Module]) -> list[nn.Module]:
-        teachers = list(teachers)
+    def _teachers_used(self, teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+        teachers = _teacher_list(teachers)
         if not teachers:
             raise ValueError("Disagreement Augmentation needs at least one teacher")
         if self.target in ("mean", "weighted"):

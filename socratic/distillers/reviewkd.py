@@ -108,7 +108,7 @@ class ReviewKDOptions(Options):
             raise ValueError(f"{prefix}.pool_levels must be positive integers, got {self.pool_levels}")
 
 
-@register_distiller("reviewkd", options=ReviewKDOptions, teachers=(1, 1))
+@register_distiller("reviewkd", options=ReviewKDOptions, teachers=(1, 1), features=True)
 class ReviewKD(Distiller):
     """Chen, Liu, Zhao & Jia, "Distilling Knowledge via Knowledge Review", CVPR 2021.
 

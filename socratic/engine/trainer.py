@@ -95,6 +95,9 @@ class Trainer(Run):
         if self.dist.enabled and runtime.sync_bn:
             distributed.convert_sync_batchnorm(distiller)
         self.distiller = distiller.to(device)
+        # This loop optimises every trainable module and calls on_epoch_end: the checks for a user's own loop
+        # (socratic.distillers.usage) can never fire here, so they do not run at all.
+        self.distiller.usage_checks = False
         self.augmentation = augmentation
         self.train_loader = train_loader
         self.val_loader = val_loader

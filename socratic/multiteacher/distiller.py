@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.losses import kd_loss_per_sample
-from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, has_head
+from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, check_stage, has_head
 from socratic.multiteacher.options import MultiTeacherOptions
 from socratic.multiteacher.strategies import BatchView, WeightingStrategy
 from socratic.registry import METHODS, WEIGHTINGS
@@ -49,11 +49,13 @@ class MultiTeacherDistiller(Distiller):
         self.feature_layer = feature_layer
         self.regressors: nn.ModuleList | None = None
         if self.feature_loss or strategy.needs_regressed:
-            stages = getattr(student, "stage_channels", None)
-            if stages is None or not -len(stages) <= feature_layer < len(stages):
-                count = len(stages) if stages is not None else 0
-                raise ValueError(f"method.feature_layer={feature_layer} is out of range for the student "
-                                 f"({count} stages: use 0..{count - 1} or -1)")
+            if not hasattr(student, "forward_features"):
+                raise ValueError(f"the student ({type(student).__name__}) has no forward_features(): build the "
+                                 f"method with socratic.create_distiller(name, student, teachers), which wraps a "
+                                 f"plain nn.Module (socratic.models.external.as_feature_model)")
+            check_stage(student, feature_layer, "student")
+            self.pool.check_feature_layer()
+            stages = student.stage_channels
             self.regressors = nn.ModuleList(
                 FeatureRegressor(stages[feature_layer], channels) for channels in self.pool.map_channels)
         self._reset_metrics()
@@ -96,9 +98,9 @@ class MultiTeacherDistiller(Distiller):
     # ----------------------------------------------------------------------------------- training
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
-        features = self.student.forward_features(x)
-        logits = features.logits
         use_regressors = self.regressors is not None
+        features = self.student.forward_features(x) if use_regressors else None
+        logits = features.logits if use_regressors else self.student(x)
         teachers = self.pool(x, maps=use_regressors)
         kl = torch.stack([kd_loss_per_sample(logits, t, self.temperature) for t in teachers.logits], dim=1)
         with torch.no_grad():
@@ -137,6 +139,15 @@ class MultiTeacherDistiller(Distiller):
     def on_epoch_end(self, epoch: int) -> None:
         self.strategy.on_epoch_end(epoch)
 
+    @property
+    def needs_epoch_end(self) -> bool:
+        """Whether the strategy learns once per epoch (MTKD-RL): then a loop must call `on_epoch_end`."""
+        return type(self.strategy).on_epoch_end is not WeightingStrategy.on_epoch_end
+
+    @property
+    def method_name(self) -> str:
+        return self.strategy.name
+
     # -------------------------------------------------------------------------------- observability
     def _reset_metrics(self) -> None:
         self._sum_logit: Tensor | float = 0.0
@@ -169,5 +180,5 @@ class MultiTeacherDistiller(Distiller):
 
 # Every teacher-weighting strategy is a method of its own name, with the shared multi-teacher options.
 for _weighting in WEIGHTINGS.names():
-    METHODS.register(_weighting, options=MultiTeacherOptions, teachers=(2, None), teacher_weights=True)(
-        MultiTeacherDistiller)
+    METHODS.register(_weighting, options=MultiTeacherOptions, teachers=(2, None), teacher_weights=True,
+                     features=True)(MultiTeacherDistiller)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from socratic.reports import (baseline_columns, baseline_header, compare_to_baseline, csv_cells, find_runs, group_runs,
-                              is_rl_run, mean_std)
+                              is_rl_run, mean_std, mean_std_cell)
 
 
 def find_rl_runs(paths: list[str | Path]) -> list[Path]:
@@ -22,9 +22,7 @@ def find_rl_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
-    if mean is None or mean != mean:
-        return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return mean_std_cell(mean, std, digits)
 
 
 def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[str, Any]]:
