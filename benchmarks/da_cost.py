@@ -4,6 +4,9 @@ socratic computed it ("before", its socratic/augment/disagreement.py loaded from
 between steps timed under the same load; the perturbed batches of before and after are compared bit for bit.
 
     python benchmarks/da_cost.py --before e02981f --threads 2 --rounds 3 --json benchmarks/results/da_cost/after.json
+
+With --cpu-time the steps are timed in process CPU time instead of wall time: at one thread that is the step's
+work, which other processes on a shared machine change far less than its wall time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time")
     parser.add_argument("--no-flops", action="store_true", help="skip counting each step's FLOPs (one more step each)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -80,14 +85,23 @@ def main() -> None:
                      *((f"da_select{s}", DisagreementAugmentation(prob=1.0, after_every=0, select=s)) for s in args.select)):
         variants[name] = (lambda da=da: train_step(distiller, x, y, TrainContext(), optimizer, scaler, augmentation=da))
     seconds: dict[str, list[float]] = {name: [] for name in variants}
+    def cpu_seconds(step: Callable[[], Any]) -> float:
+        for _ in range(args.warmup):
+            step()
+        start = time.process_time()
+        for _ in range(args.steps):
+            step()
+        return (time.process_time() - start) / args.steps
+
     for round_ in range(args.rounds):
         for name, step in variants.items():
-            seconds[name].append(time_steps(step, args.steps, args.warmup, torch.device("cpu")))
+            seconds[name].append(cpu_seconds(step) if args.cpu_time
+                                 else time_steps(step, args.steps, args.warmup, torch.device("cpu")))
         print(f"round {round_}: " + ", ".join(f"{n} {seconds[n][-1] / seconds['kd'][-1]:.2f}" for n in variants), flush=True)
     flops = {} if args.no_flops else {name: count_call_flops(step) / args.batch_size for name, step in variants.items()}
     result: dict[str, Any] = {
         "teacher": args.teacher, "student": args.student, "batch_size": args.batch_size, "threads": args.threads,
-        "channels_last": args.channels_last, "rounds": args.rounds, "steps": args.steps, "before": args.before,
+        "channels_last": args.channels_last, "clock": "process CPU time" if args.cpu_time else "wall", "rounds": args.rounds, "steps": args.steps, "before": args.before,
         "perturbed_batch_bit_identical": identical,
         "kd_img_per_s_median": args.batch_size / statistics.median(seconds["kd"]),
     }
