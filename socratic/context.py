@@ -8,7 +8,7 @@ it already computed for some of the batch's rows, so the distiller runs the teac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -16,12 +16,15 @@ import torch
 
 @dataclass(frozen=True)
 class TrainContext:
-    """Where a step stands in its run: `epoch` counts from 1, `step` from 0 within the epoch."""
+    """Where a step stands in its run: `epoch` counts from 1, `step` from 0 within the epoch. `indices` are the
+    batch's positions in the training set (an int64 tensor) when the method asked the loader for them (a method
+    registered with `sample_indices=True`, e.g. CRD), else None."""
 
     epoch: int = 1
     step: int = 0
     epochs: int = 1
     steps_per_epoch: int = 1
+    indices: Any = field(default=None, compare=False, repr=False)
 
     @property
     def global_step(self) -> int:

@@ -20,6 +20,11 @@ def component(registry: Registry, default: str) -> Any:
                  metadata={"registry": registry, "default": default})
 
 
+def optional_component(registry: Registry) -> Any:
+    """Like `component`, but absent (None, or `null` in YAML) unless a config names one."""
+    return field(default=None, metadata={"registry": registry, "default": None, "optional": True})
+
+
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how batches are made."""

@@ -139,6 +139,19 @@ class Distiller(nn.Module):
         """The modules whose parameters the trainer's optimizer updates."""
         return {"student": self.student, **self.extra_modules()}
 
+    def optimizer_groups(self) -> dict[str, list[nn.Module]]:
+        """The trainable modules by optimiser: the trainer builds one optimiser (of `optim`) per entry, steps each
+        on every batch and checkpoints each. One group for a teacher -> student method; one per peer for DML."""
+        return {"student": list(self.trainable_modules().values())}
+
+    def evaluated_models(self) -> dict[str, nn.Module]:
+        """Models evaluated beside the student each time it is (DML's other peers), by name; {} by default."""
+        return {}
+
+    def bind_train_set(self, labels: Tensor) -> None:
+        """Called once before training (and before a resume restores the state) with the training set's labels
+        by dataset index, for a method that keeps per-sample state (CRD's memory bank); nothing by default."""
+
     @property
     def teacher(self) -> nn.Module:
         return self.teachers[0]

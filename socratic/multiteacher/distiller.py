@@ -15,7 +15,7 @@ from socratic.losses import kd_loss_per_sample
 from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, check_stage, has_head
 from socratic.multiteacher.options import MultiTeacherOptions
 from socratic.multiteacher.strategies import BatchView, WeightingStrategy
-from socratic.registry import METHODS, WEIGHTINGS
+from socratic.registry import METHODS, WEIGHTINGS, Options
 
 
 class MultiTeacherDistiller(Distiller):
@@ -32,6 +32,11 @@ class MultiTeacherDistiller(Distiller):
     scale_l / scale_f are the strategy's reference-code constants (1 unless stated). Losses returned: `ce`, `kd`
     and, with the feature term, `feat`.
 
+    `logit_loss` (a logit method's options: kd, dkd or dist, any method registered with `per_teacher_loss`)
+    replaces KL_m(i) by that method's distillation term of sample i against teacher m (DKD's warm-up, LS with
+    `standardize`), and CE's weight by its `ce_weight`; the strategies still see the tempered KL (their state,
+    rewards and gradients).
+
     Each epoch's metrics get the mean weight of every teacher (`w_logit_<m>`, and `w_feat_<m>` with the feature
     term; m = the index in `teachers`) and whatever the strategy reports (MTKD-RL: `agent_loss`,
     `reward_<m>`). `current_teacher_weights()` gives the per-teacher logit weights of the latest batch
@@ -40,8 +45,11 @@ class MultiTeacherDistiller(Distiller):
 
     def __init__(self, student: nn.Module, teachers: Sequence[nn.Module], strategy: WeightingStrategy, *,
                  alpha: float = 1.0, beta: float = 5.0, temperature: float = 4.0, feature_loss: bool = True,
-                 feature_layer: int = -1) -> None:
+                 feature_layer: int = -1, logit_loss: Options | None = None) -> None:
         super().__init__(student, teachers)
+        self.logit_loss = logit_loss
+        self._per_teacher_loss = (None if logit_loss is None
+                                  else METHODS.get(logit_loss.name).meta["per_teacher_loss"])
         self.pool = TeacherPool(self.teachers, feature_layer)
         self.strategy = strategy
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
@@ -78,7 +86,7 @@ class MultiTeacherDistiller(Distiller):
         strategy = WEIGHTINGS.create(options.name, options, pool)
         return cls(student, teachers, strategy, alpha=options.alpha, beta=options.beta,
                    temperature=options.temperature, feature_loss=options.feature_loss,
-                   feature_layer=options.feature_layer)
+                   feature_layer=options.feature_layer, logit_loss=options.logit_loss)
 
     # ------------------------------------------------------------------------------------ modules
     def extra_modules(self) -> dict[str, nn.Module]:
@@ -126,9 +134,14 @@ class MultiTeacherDistiller(Distiller):
             batch.student_map, batch.regressed, batch.feature_losses = student_map, regressed, feature_losses
             batch.feature_mse, batch.cosine = feature_losses.detach(), cosine
         w_logit, w_feat = self.strategy(batch)
+        per_teacher, ce = kl, student_ce.mean()
+        if self._per_teacher_loss is not None:  # `logit_loss`: a logit method's term against each teacher
+            per_teacher = torch.stack([self._per_teacher_loss(self.logit_loss, logits, t, y, ctx)
+                                       for t in teachers.logits], dim=1)
+            ce = self.logit_loss.ce_weight * ce
         losses = {
-            "ce": student_ce.mean(),
-            "kd": self.alpha * self.strategy.logit_scale * (w_logit * kl).sum(dim=1).mean(),
+            "ce": ce,
+            "kd": self.alpha * self.strategy.logit_scale * (w_logit * per_teacher).sum(dim=1).mean(),
         }
         if self.feature_loss:
             losses["feat"] = self.beta * self.strategy.feature_scale * (w_feat * feature_losses).sum(dim=1).mean()
