@@ -7,15 +7,16 @@ skeleton's `Trainer` optimises every trainable module and calls `on_epoch_end` i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from socratic.context import TrainContext
+from socratic.context import KnownTeacherLogits, TrainContext
 from socratic.distillers.usage import UsageCheck
 from socratic.registry import METHODS, Options
 
@@ -77,6 +78,7 @@ class Distiller(nn.Module):
         for teacher in self.teachers:
             teacher.requires_grad_(False)
             teacher.eval()
+        self._known_teacher_logits: KnownTeacherLogits | None = None
 
     @classmethod
     def from_options(cls, options: Options, student: nn.Module, teachers: Sequence[nn.Module]) -> "Distiller":
@@ -156,8 +158,21 @@ class Distiller(nn.Module):
 
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
-        """The (single) teacher's logits; no graph is kept."""
-        return self.teacher(x)
+        """The (single) teacher's logits; no graph is kept. Rows whose logits the step already knows
+        (`known_teacher_logits`, adaptive DA) are not recomputed."""
+        known = self._known_teacher_logits
+        logits = known.complete(self.teacher, x) if known is not None else None
+        return self.teacher(x) if logits is None else logits
+
+    @contextlib.contextmanager
+    def known_teacher_logits(self, known: KnownTeacherLogits | None) -> Iterator[None]:
+        """For the duration, `teacher_logits(x)` reuses `known` when x is its batch (the trainer's step wraps
+        `forward_train` in it); None changes nothing."""
+        self._known_teacher_logits = known
+        try:
+            yield
+        finally:
+            self._known_teacher_logits = None
 
 
 def list_distillers() -> list[str]:

@@ -22,7 +22,8 @@ from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolde
 from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision
 
 # A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
-# x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset.
+# x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset; optional
+# `known_teacher_logits()` -> socratic.context.KnownTeacherLogits | None for the batch it just returned.
 Augmentation = Callable[[torch.Tensor, torch.nn.Module, Any], torch.Tensor]
 LossCheck = Callable[[torch.Tensor, dict[str, torch.Tensor]], None]
 
@@ -35,15 +36,20 @@ def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: Trai
     """One optimiser step of a distiller (the only copy: the Trainer and `socratic bench` use it).
 
     `augmentation` transforms the batch inside the same autocast (the distiller recomputes the teachers'
-    logits on the new batch; CE keeps the labels); `forward` replaces `distiller.forward_train` (the DDP
+    logits on the new batch; CE keeps the labels; teacher logits the augmentation already has for rows it left
+    unchanged, its `known_teacher_logits()`, are reused); `forward` replaces `distiller.forward_train` (the DDP
     wrapper under torchrun); `check_loss(loss, losses)` may raise before the backward (the NaN stop).
     `optimizer` may be several (DML's one per peer): all are zeroed, and each is stepped after the one backward
     of the summed losses. Returns the logits and the named losses.
     """
     with autocast(x.device, precision):
+        known = None
         if augmentation is not None:
             x = augmentation(x, distiller.student, distiller.teachers)
-        logits, losses = (forward or distiller.forward_train)(x, y, ctx)
+            known = getattr(augmentation, "known_teacher_logits", None)
+            known = known() if known is not None else None
+        with distiller.known_teacher_logits(known):
+            logits, losses = (forward or distiller.forward_train)(x, y, ctx)
     loss = sum(losses.values())
     if check_loss is not None:
         check_loss(loss, losses)

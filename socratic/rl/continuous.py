@@ -95,7 +95,8 @@ class ContinuousDisagreement(DisagreementAugmentation):
     def __init__(self, da_cfg: Any, action_dim: int,
                  bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         super().__init__(steps=da_cfg.steps, lr=da_cfg.lr, prob=da_cfg.prob, objective=da_cfg.objective,
-                         optimizer=da_cfg.optimizer, temperature=da_cfg.temperature, clamp=None, target=0)
+                         optimizer=da_cfg.optimizer, temperature=da_cfg.temperature, clamp=None, target=0,
+                         select=da_cfg.select, select_by=da_cfg.select_by)
         if self.objective not in CONTINUOUS_LOSSES:
             raise ValueError(f"da.objective: '{self.objective}' is not one of {', '.join(CONTINUOUS_LOSSES)} for "
                              "continuous actions")
@@ -104,10 +105,10 @@ class ContinuousDisagreement(DisagreementAugmentation):
             self._low = torch.tensor(list(bounds[0]), dtype=torch.float32).view(1, -1)
             self._high = torch.tensor(list(bounds[1]), dtype=torch.float32).view(1, -1)
 
-    def score(self, student_out: Tensor, target_out: Tensor) -> Tensor:
+    def score_per_sample(self, student_out: Tensor, target_out: Tensor) -> Tensor:
         if self.objective == "kl":
-            return gaussian_kl_per_sample(student_out, target_out).mean()
-        return action_mse_per_sample(student_out, target_out, self.action_dim).mean() / self.action_dim
+            return gaussian_kl_per_sample(student_out, target_out)
+        return action_mse_per_sample(student_out, target_out, self.action_dim) / self.action_dim
 
 
 __all__ = ["ACTION_MAPS", "CONTINUOUS_LOSSES", "ContinuousDisagreement", "action_mse_per_sample",

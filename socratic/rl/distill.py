@@ -123,7 +123,8 @@ def build_da(da_cfg: Any, info: EnvInfo | None = None) -> Any:
     try:
         return DisagreementAugmentation(steps=da_cfg.steps, lr=da_cfg.lr, prob=da_cfg.prob, objective=da_cfg.objective,
                                         optimizer=da_cfg.optimizer, temperature=da_cfg.temperature, clamp=None,
-                                        target=0)
+                                        target=0, after_every=da_cfg.after_every, select=da_cfg.select,
+                                        select_by=da_cfg.select_by)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -184,9 +185,14 @@ class PolicyDistillation:
         if self.da is not None:
             x_float = x.float()
             x_new = self.da(x_float, self.student, [self.teacher])
-            if x_new is not x_float:  # perturbed: the teacher's targets are recomputed on the new states
+            if x_new is not x_float:  # perturbed: the teacher's targets are recomputed on the moved states
+                moved = self.da.moved_rows()  # adaptive DA (da.select < 1): only these; the others keep theirs
                 with torch.no_grad():
-                    t = self.teacher(x_new).float()
+                    if moved is None:
+                        t = self.teacher(x_new).float()
+                    else:
+                        t = t.float().clone()
+                        t[moved] = self.teacher(x_new[moved]).float()
                 x = x_new
         q = self.student(x)
         if self.action_dim is None:
