@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     from socratic.rl.cli import add_rl_parser  # argparse only: the RL extras are imported when an rl command runs
 
     add_rl_parser(sub)
+
+    from socratic.distill_data.cli import add_dataset_distill_parser  # argparse only: torch loads when a stage runs
+
+    add_dataset_distill_parser(sub)
     return parser
 
 
