@@ -100,12 +100,12 @@ class DistillRun(StageRun):
         seconds = (time.perf_counter() - start) / per_epoch
         if self.is_main:
             save_checkpoint(self.distilled(), self.run_dir / DISTILLED)
-        return {"match_loss": sum(losses) / len(losses), "syn_lr": float(self.syn_lr), "iteration_time": seconds,
+        return {"match_loss": sum(losses) / len(losses), "syn_lr": self.syn_lr.item(), "iteration_time": seconds,
                 "iterations": first + per_epoch}
 
     def distilled(self) -> dict[str, Any]:
         return {"images": self.images.detach().cpu(), "targets": self.targets.detach().cpu(),
-                "syn_lr": float(self.syn_lr), "losses": torch.tensor(self.losses),
+                "syn_lr": self.syn_lr.item(), "losses": torch.tensor(self.losses),
                 "init_indices": self.init_indices, "mean": list(self.mean), "std": list(self.std)}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any] | None:
@@ -134,7 +134,7 @@ class DistillRun(StageRun):
         return {**super().summary(history, wall_time), "iterations": len(self.losses),
                 "match_loss_first_epoch": sum(first) / max(len(first), 1),
                 "match_loss_last_epoch": history[-1]["match_loss"] if history else None,
-                "syn_lr": float(self.syn_lr), "images": int(self.images.shape[0])}
+                "syn_lr": self.syn_lr.item(), "images": int(self.images.shape[0])}
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         return (f"distill iteration {metrics['iterations']}: matching loss {metrics['match_loss']:.4f}, "

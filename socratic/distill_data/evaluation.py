@@ -63,8 +63,8 @@ class EvalRun(StageRun):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += float(loss) * len(idx)
-            steps.step(float(loss), count=len(idx))
+            total += loss.item() * len(idx)
+            steps.step(loss.item(), count=len(idx))
         return {"pretrain_mse": total / n}
 
     def state_dict(self) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def train_expert(model: nn.Module, loader: TensorLoader, targets: torch.Tensor, 
             loss.backward()
             optimizer.step()
             if steps is not None:
-                steps.step(float(loss), count=len(x))
+                steps.step(loss.item(), count=len(x))
         recorder.record()
     return recorder.trajectory()
 

@@ -107,6 +107,8 @@ def unrolled_meta_gradient(flat: FlatModel, theta_start: torch.Tensor, theta_tar
     for idx in batches:
         theta = theta - alpha * step_grad(theta, x[idx], y[idx])
     loss = match_loss(theta, theta_start, theta_target)
+    if not batches:  # no step: the loss does not depend on the synthetic set
+        return MetaGradient(loss.detach(), torch.zeros_like(x), torch.zeros_like(y), torch.zeros_like(alpha))
     gx, gy, glr = torch.autograd.grad(loss, (x, y, alpha))
     return MetaGradient(loss.detach(), gx, gy, glr)
 

@@ -50,8 +50,8 @@ class TeacherRun(StageRun):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total, count = total + float(loss), count + 1
-            steps.step(float(loss), count=b)
+            total, count = total + loss.item(), count + 1
+            steps.step(loss.item(), count=b)
         return {"ssl_loss": total / max(count, 1), "lr": lr}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any] | None:
