@@ -328,3 +328,21 @@ def test_the_distillation_learning_rates_can_be_searched(pipeline: tuple[Path, P
     assert len(lrs) == 2
     with pytest.raises(ConfigError, match="source_dir"):
         run_search(config, space, [f"output_dir={tmp_path / 'x'}"], n_trials=1, kind="dataset-distill")
+
+
+def test_ssl_views_are_two_seeded_views_and_the_identity_without_randomness() -> None:
+    from socratic.data import build_augment
+
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    views = build_augment("ssl_views")
+    a = views(images, torch.Generator().manual_seed(3))
+    b = views(images, torch.Generator().manual_seed(3))
+    assert a.shape == (8, 3, 16, 16) and torch.equal(a, b)
+    assert not torch.equal(a[:4], a[4:])  # the two views draw their own crops and colours
+    assert 0 <= float(a.min()) and float(a.max()) <= 255
+    plain = build_augment({"name": "ssl_views", "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": False,
+                           "jitter_prob": 0.0, "grayscale_prob": 0.0})
+    torch.testing.assert_close(plain(images, torch.Generator().manual_seed(0)), images.float().repeat(2, 1, 1, 1))
+    gray = build_augment({"name": "ssl_views", "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": False,
+                          "jitter_prob": 0.0, "grayscale_prob": 1.0})(images, None)
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])

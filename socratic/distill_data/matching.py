@@ -138,7 +138,8 @@ def recompute_meta_gradient(flat: FlatModel, theta_start: torch.Tensor, theta_ta
         gx.index_add_(0, idx, -alpha * g_x)
         gy.index_add_(0, idx, -alpha * g_y)
         adjoint = adjoint - alpha * h_adjoint
-        thetas[i + 1] = None  # type: ignore[call-overload] # no longer needed
+        del g, pullback, h_adjoint, g_x, g_y  # free this step's graph before the next one is built
+        thetas.pop()  # θ_{i+1} is no longer needed
     return MetaGradient(loss, gx, gy, glr.reshape(alpha.shape))
 
 
