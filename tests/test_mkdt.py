@@ -342,7 +342,8 @@ def test_ssl_views_are_two_seeded_views_and_the_identity_without_randomness() ->
     assert 0 <= float(a.min()) and float(a.max()) <= 255
     plain = build_augment({"name": "ssl_views", "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": False,
                            "jitter_prob": 0.0, "grayscale_prob": 0.0})
-    torch.testing.assert_close(plain(images, torch.Generator().manual_seed(0)), images.float().repeat(2, 1, 1, 1))
+    torch.testing.assert_close(plain(images, torch.Generator().manual_seed(0)), images.float().repeat(2, 1, 1, 1),
+                               rtol=0, atol=1e-3)  # float rounding of the identity resampling on the 0..255 scale
     gray = build_augment({"name": "ssl_views", "scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": False,
                           "jitter_prob": 0.0, "grayscale_prob": 1.0})(images, None)
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
