@@ -6,8 +6,8 @@ and the peak memory of the constant-memory (recompute) and unrolled meta-gradien
     python benchmarks/mkdt.py memory --out benchmarks/results/mkdt_memory.json
     python benchmarks/mkdt.py table
 
-Every stage is the `socratic dataset-distill` command in its own process (one thread). After `select`, the
-distillation and the baselines' evaluations run side by side (they do not depend on each other).
+Every stage is the `socratic dataset-distill` command in its own process (one thread); stages that do not depend
+on each other run side by side (see `pipeline`).
 """
 
 from __future__ import annotations
@@ -34,23 +34,33 @@ def socratic(*args: str) -> None:
     print(f"  done in {time.time() - start:.0f} s: {' '.join(args[:1])} {' '.join(args[2:])}", flush=True)
 
 
+def _eval(config: str, source: str, seed: int) -> None:
+    socratic("eval", config, f"eval.source={source}", f"seed={seed}", "source_seed=0", "--overwrite")
+
+
 def pipeline(config: str) -> None:
-    for stage in ("teacher", "experts", "select"):
-        socratic(stage, config, "--overwrite")
-    baselines = [("eval", config, f"eval.source={source}", f"seed={seed}", "source_seed=0", "--overwrite")
-                 for source in ("random", "high_loss", "none") for seed in SEEDS]
+    """teacher; then three chains side by side: experts -> select -> (distill -> eval mkdt | eval high_loss),
+    and the evaluations that need only the teacher (random subset) or nothing (no pre-training)."""
+    socratic("teacher", config, "--overwrite")
 
     def mkdt_chain() -> None:
         socratic("distill", config, "--overwrite")
         for seed in SEEDS:
-            socratic("eval", config, "eval.source=mkdt", f"seed={seed}", "source_seed=0", "--overwrite")
+            _eval(config, "mkdt", seed)
 
-    def baseline_chain() -> None:
-        for args in baselines:
-            socratic(*args)
+    def after_experts() -> None:
+        socratic("experts", config, "--overwrite")
+        socratic("select", config, "--overwrite")
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(mkdt_chain),
+                       pool.submit(lambda: [_eval(config, "high_loss", seed) for seed in SEEDS])]
+            for future in futures:
+                future.result()
 
     with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(mkdt_chain), pool.submit(baseline_chain)]:
+        futures = [pool.submit(after_experts),
+                   pool.submit(lambda: [_eval(config, source, seed) for source in ("random", "none") for seed in SEEDS])]
+        for future in futures:
             future.result()
 
 
