@@ -73,6 +73,8 @@ def require_file(cfg: MKDTConfig, label: str, filename: str, stage: str, config_
     folder = source_stage_dir(cfg, label)
     path = folder / filename
     hint = command(stage, config_path)
+    if cfg.source_seed is not None and cfg.source_seed != cfg.seed:
+        hint += f" seed={cfg.source_seed}"  # the earlier stage's own seed (later overrides win)
     if not path.exists():
         raise MissingStageError(f"{path} is missing: it is made by the '{stage}' stage; run `{hint}` first")
     if not (folder / "summary.json").exists():
