@@ -398,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("space", help="YAML search space: params (float, log_float, int, categorical), fixed, "
                                       "sampler, pruner")
     search.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the base config")
-    search.add_argument("--kind", default="train", choices=["train", "rl-distill"],
-                        help="what a trial runs: train (socratic train/distill configs, default) or rl-distill "
-                             "(socratic rl distill configs); the objective is the config's search.objective")
+    search.add_argument("--kind", default="train", choices=["train", "rl-distill", "dataset-distill"],
+                        help="what a trial runs: train (socratic train/distill configs, default), rl-distill "
+                             "(socratic rl distill configs) or dataset-distill (the distill stage of an MKDT config, "
+                             "whose earlier stages are read from source_dir=...); the objective is the config's "
+                             "search.objective")
     search.add_argument("--n-trials", type=int, default=20,
                         help="finished (complete or pruned) trials the study should reach, over all workers "
                              "(default 20)")
@@ -437,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     from socratic.rl.cli import add_rl_parser  # argparse only: the RL extras are imported when an rl command runs
 
     add_rl_parser(sub)
+
+    from socratic.distill_data.cli import add_dataset_distill_parser  # argparse only: torch loads when a stage runs
+
+    add_dataset_distill_parser(sub)
     return parser
 
 

@@ -58,6 +58,15 @@ def is_rl_run(run_dir: Path) -> bool:
     return isinstance(kind, str) and kind.startswith("rl_")
 
 
+def is_dataset_distill_run(run_dir: Path) -> bool:
+    """MKDT's stages (summary `kind` mkdt_*) have their own table, `socratic dataset-distill report`."""
+    try:
+        kind = json.loads((run_dir / "summary.json").read_text()).get("kind", "")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(kind, str) and kind.startswith("mkdt_")
+
+
 def _group_key(config: dict[str, Any]) -> str:
     stripped = {k: v for k, v in resolve_saved(config).items() if k not in ("seed", "output_dir", "runtime", "search")}
     if not (stripped.get("da") or {}).get("enabled"):
@@ -226,7 +235,7 @@ def csv_cells(row: dict[str, Any]) -> dict[str, Any]:
 
 def report(paths: list[str | Path], baseline: str | None = None) -> list[dict[str, Any]]:
     """Rows of the report table for all runs found under `paths`, compared to the `baseline` group when given."""
-    runs = [run for run in find_runs(paths) if not is_rl_run(run)]
+    runs = [run for run in find_runs(paths) if not is_rl_run(run) and not is_dataset_distill_run(run)]
     if not runs:
         raise FileNotFoundError(f"no finished runs (folders with summary.json) under {', '.join(map(str, paths))}")
     rows = table_rows(group_runs(runs))

@@ -10,7 +10,8 @@ from socratic.models import list_models
 ALL = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
 RL_CONFIGS = [p for p in ALL if p.parent.name == "rl"]
 SEARCH_SPACES = [p for p in ALL if p.parent.name == "search"]  # checked in tests/test_search.py
-CONFIGS = [p for p in ALL if p not in RL_CONFIGS and p not in SEARCH_SPACES]
+MKDT_CONFIGS = [p for p in ALL if "mkdt" in p.parent.parts]  # socratic dataset-distill: tests/test_mkdt.py
+CONFIGS = [p for p in ALL if p not in RL_CONFIGS and p not in SEARCH_SPACES and p not in MKDT_CONFIGS]
 
 
 def test_configs_exist() -> None:

@@ -50,6 +50,8 @@ PARAM_COUNTS = {
     "regnetx_200mf": (2_355_000, False),
     "regnetx_400mf": (4_814_000, False),
     "regnety_400mf": (5_749_000, False),
+    "convnet": (504_420, True),  # depth 3, width 128, instance norm: MTT/MKDT's ConvNet
+    "resnet18_cifar": (11_220_132, True),  # torchvision's count with the 3x3 stem, 100 classes
 }
 ZOO = sorted(PARAM_COUNTS)
 

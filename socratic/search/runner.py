@@ -113,13 +113,26 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _default_run_dir(cfg: Any) -> Path:
+    from socratic.engine.run import run_dir_for
+
+    return run_dir_for(cfg.output_dir, cfg.name, cfg.seed)
+
+
+def _optim_epochs(cfg: Any) -> int:
+    return int(cfg.optim.epochs)
+
+
 @dataclass(frozen=True)
 class RunKind:
-    """What a search needs of a kind of run: plain data -> its validated config, and the run itself
-    (`run(cfg, resume=..., epoch_callbacks=[...]) -> summary`, writing <output_dir>/<name>/seed<seed>)."""
+    """What a search needs of a kind of run: plain data -> its validated config, the run itself
+    (`run(cfg, resume=..., epoch_callbacks=[...]) -> summary`), the run folder it writes (default
+    <output_dir>/<name>/seed<seed>) and its number of epochs (default optim.epochs: the pruner's resource)."""
 
     build: Callable[[dict[str, Any]], Any]
     run: Callable[..., dict[str, Any]]
+    run_dir: Callable[[Any], Path] = _default_run_dir
+    epochs: Callable[[Any], int] = _optim_epochs
 
 
 def _train_kind() -> RunKind:
@@ -135,8 +148,16 @@ def _rl_distill_kind() -> RunKind:
     return RunKind(lambda values: rl_config_from_dict(DistillConfig, values), run_distillation)
 
 
-# `socratic search --kind`: classification training/distillation, or RL policy distillation (extra [rl])
-RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind}
+def _dataset_distill_kind() -> RunKind:
+    from socratic.distill_data.search import dataset_distill_kind
+
+    return RunKind(**dataset_distill_kind())
+
+
+# `socratic search --kind`: classification training/distillation, RL policy distillation (extra [rl]), or MKDT's
+# distill stage (its learning rates; the earlier stages are read from source_dir)
+RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind,
+                                               "dataset-distill": _dataset_distill_kind}
 
 
 def run_kind(name: str) -> RunKind:
@@ -193,7 +214,7 @@ class _Objective:
             return False
         previous = int(history[-1])
         trial.set_user_attr("retry_of", previous)
-        prev_dir = self.study_dir / f"trial{previous}" / f"seed{cfg.seed}"
+        prev_dir = self.kind.run_dir(dataclasses.replace(cfg, name=f"trial{previous}"))
         if prev_dir.exists():
             marker = json.loads((prev_dir / "trial.json").read_text()) if (prev_dir / "trial.json").exists() else {}
             _write_json(prev_dir / "trial.json", {**marker, "number": previous, "state": "FAIL",
@@ -219,7 +240,7 @@ class _Objective:
             return self._run_trial(trial)
 
     def _run_trial(self, trial: Any) -> float:
-        from socratic.engine.run import NonFiniteLossError, run_dir_for
+        from socratic.engine.run import NonFiniteLossError
 
         optuna = _optuna()
         self._check_surplus(trial)
@@ -229,7 +250,7 @@ class _Objective:
         except ConfigError as err:
             trial.set_user_attr("error", f"invalid combination: {err}")
             raise InvalidTrialConfig(str(err)) from err
-        run_dir = run_dir_for(cfg.output_dir, cfg.name, cfg.seed)
+        run_dir = self.kind.run_dir(cfg)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         marker: dict[str, Any] = {"study": trial.study.study_name, "number": trial.number, "params": values,
@@ -246,7 +267,7 @@ class _Objective:
             if objective not in metrics:
                 return
             trial.report(float(metrics[objective]), epoch)
-            if epoch < cfg.optim.epochs and trial.should_prune():  # a trial that ran all its epochs is complete
+            if epoch < self.kind.epochs(cfg) and trial.should_prune():  # a trial that ran all its epochs is complete
                 marker["pruned_at_epoch"] = epoch
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch} "
                                          f"({objective} {metrics[objective]:.4g})")
@@ -310,7 +331,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     """Run one search worker until the study has `n_trials` finished trials (or `timeout` seconds passed).
 
     `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object. `kind` is the
-    kind of run a trial is (`RUN_KINDS`: train, rl-distill); the objective is the config's `search.objective`.
+    kind of run a trial is (`RUN_KINDS`: train, rl-distill, dataset-distill); the objective is the config's `search.objective`.
     Returns a summary: study name, storage, trial counts, the best trial and the study folder.
     """
     from socratic.engine.distributed import env_info
@@ -340,7 +361,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     sampler_obj = (sampler if _is_object(sampler)
                    else build_sampler(_options(sampler, search_space.sampler, "tpe"), seed))
     pruner_obj = pruner if _is_object(pruner) else build_pruner(_options(pruner, search_space.pruner, "hyperband"),
-                                                               base_cfg.optim.epochs)
+                                                               run.epochs(base_cfg))
 
     study = optuna.create_study(study_name=name, storage=handle.storage, sampler=sampler_obj, pruner=pruner_obj,
                                 direction=base_cfg.search.direction, load_if_exists=True)
@@ -405,7 +426,8 @@ def summarize(study: Any, study_dir: Path, storage: str) -> dict[str, Any]:
                               "trials": counts}
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if complete:
-        best = max(complete, key=lambda t: t.value)
+        pick = min if study.direction.name == "MINIMIZE" else max
+        best = pick(complete, key=lambda t: t.value)
         result.update(best_trial=best.number, best_value=best.value, best_params=best.params,
                       best_run_dir=best.user_attrs.get("run_dir"))
     return result
