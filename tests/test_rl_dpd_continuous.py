@@ -285,3 +285,27 @@ def test_a_run_stopped_after_a_round_and_mid_round_resumes_bit_for_bit(learner: 
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     _run(learner, tmp_path / "cut", resume=True)
     _assert_same(_outcome(run_dir), reference)
+
+
+def test_dpd_runs_can_be_searched(tmp_path: Path) -> None:
+    """--kind rl-dpd: each trial is an `rl dpd` run folder valued by its best per-round eval_score_mean."""
+    import yaml
+
+    from socratic.config.loader import apply_overrides
+    from socratic.engine.logger import read_metrics
+    from socratic.search import load_study, run_search
+
+    pytest.importorskip("optuna")
+    pytest.importorskip("stable_baselines3")
+    config, *overrides = _args("ppo", tmp_path / "runs", "ppo.n_timesteps=128", "runtime.tensorboard=false")
+    values = apply_overrides(yaml.safe_load(Path(config).read_text()), overrides)
+    config_path, space_path = tmp_path / "dpd.yaml", tmp_path / "space.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    space_path.write_text(yaml.safe_dump({"params": {"dpd.beta": {"type": "float", "low": 0.1, "high": 2.0}}}))
+    result = run_search(config_path, space_path, n_trials=2, study_name="dpd", pruner="none", seed=0, report=False,
+                        kind="rl-dpd")
+    assert result["trials"] == {"COMPLETE": 2}
+    study, _ = load_study(tmp_path / "runs" / "dpd")
+    for trial in study.get_trials():
+        history = read_metrics(Path(trial.user_attrs["run_dir"]) / "metrics.jsonl")
+        assert trial.value == max(m["eval_score_mean"] for m in history)

@@ -10,6 +10,7 @@ commands.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -287,6 +288,16 @@ class DPDConfig(RLRunConfig):
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpd: DPDSettings = field(default_factory=DPDSettings)
     eval: DPDEvalConfig = field(default_factory=DPDEvalConfig)
+
+    @property
+    def n_timesteps(self) -> int:
+        """Environment steps of each learner: `<dpd.learner>.n_timesteps`."""
+        return int(getattr(self, self.dpd.learner).n_timesteps)
+
+    @property
+    def rounds(self) -> int:
+        """The run's epochs: rounds of `dpd.round_steps` steps until `n_timesteps` (the last may be shorter)."""
+        return math.ceil(self.n_timesteps / self.dpd.round_steps)
 
 
 Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)

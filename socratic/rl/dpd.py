@@ -392,7 +392,7 @@ class ContinuousDPDRun(Run):
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.hyper = getattr(cfg, cfg.dpd.learner)
-        super().__init__(folder, epochs=math.ceil(self.hyper.n_timesteps / cfg.dpd.round_steps), device=device,
+        super().__init__(folder, epochs=cfg.rounds, device=device,
                          progress=cfg.runtime.progress, tensorboard=cfg.runtime.tensorboard, console=console,
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.cfg = cfg

@@ -115,11 +115,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class RunKind:
-    """What a search needs of a kind of run: plain data -> its validated config, and the run itself
-    (`run(cfg, resume=..., epoch_callbacks=[...]) -> summary`, writing <output_dir>/<name>/seed<seed>)."""
+    """What a search needs of a kind of run: plain data -> its validated config, the run itself
+    (`run(cfg, resume=..., epoch_callbacks=[...]) -> summary`, writing <output_dir>/<name>/seed<seed>) and its
+    number of epochs (the pruners' resource)."""
 
     build: Callable[[dict[str, Any]], Any]
     run: Callable[..., dict[str, Any]]
+    epochs: Callable[[Any], int] = lambda cfg: cfg.optim.epochs
 
 
 def _train_kind() -> RunKind:
@@ -135,8 +137,17 @@ def _rl_distill_kind() -> RunKind:
     return RunKind(lambda values: rl_config_from_dict(DistillConfig, values), run_distillation)
 
 
-# `socratic search --kind`: classification training/distillation, or RL policy distillation (extra [rl])
-RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind}
+def _rl_dpd_kind() -> RunKind:
+    from socratic.rl.config import DPDConfig, rl_config_from_dict
+    from socratic.rl.dpd import run_dpd
+
+    return RunKind(lambda values: rl_config_from_dict(DPDConfig, values), run_dpd, lambda cfg: cfg.rounds)
+
+
+# `socratic search --kind`: classification training/distillation, RL policy distillation or dual policy
+# distillation (extra [rl]); the objective of an RL dpd trial is its per-round `eval_score_mean` (both learners)
+RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind,
+                                                "rl-dpd": _rl_dpd_kind}
 
 
 def run_kind(name: str) -> RunKind:
@@ -246,7 +257,7 @@ class _Objective:
             if objective not in metrics:
                 return
             trial.report(float(metrics[objective]), epoch)
-            if epoch < cfg.optim.epochs and trial.should_prune():  # a trial that ran all its epochs is complete
+            if epoch < self.kind.epochs(cfg) and trial.should_prune():  # a trial that ran all its epochs is complete
                 marker["pruned_at_epoch"] = epoch
                 raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {epoch} "
                                          f"({objective} {metrics[objective]:.4g})")
@@ -310,7 +321,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     """Run one search worker until the study has `n_trials` finished trials (or `timeout` seconds passed).
 
     `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object. `kind` is the
-    kind of run a trial is (`RUN_KINDS`: train, rl-distill); the objective is the config's `search.objective`.
+    kind of run a trial is (`RUN_KINDS`: train, rl-distill, rl-dpd); the objective is the config's `search.objective`.
     Returns a summary: study name, storage, trial counts, the best trial and the study folder.
     """
     from socratic.engine.distributed import env_info
@@ -340,7 +351,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     sampler_obj = (sampler if _is_object(sampler)
                    else build_sampler(_options(sampler, search_space.sampler, "tpe"), seed))
     pruner_obj = pruner if _is_object(pruner) else build_pruner(_options(pruner, search_space.pruner, "hyperband"),
-                                                               base_cfg.optim.epochs)
+                                                               run.epochs(base_cfg))
 
     study = optuna.create_study(study_name=name, storage=handle.storage, sampler=sampler_obj, pruner=pruner_obj,
                                 direction=base_cfg.search.direction, load_if_exists=True)
