@@ -213,7 +213,8 @@ class DPDSettings:
     sign: str = "peer_minus_own"
     batch_size: int | None = None  # states sampled from the peer's replay buffer / state memory per step
     # Adam of the distillation steps, separate from the learner's own optimiser. DQN: 1e-5 (the authors' 1e-4
-    # made both DQN learners collapse, benchmarks/results/rl_minatar.md); DDPG: 1e-4 (actor_dis_lr); PPO: ppo.learning_rate
+    # made both DQN learners collapse, benchmarks/results/rl_minatar.md); DDPG: 1e-4 (actor_dis_lr);
+    # PPO: ppo.learning_rate
     lr: float | None = None
     every: int | None = None  # ddpg / ppo: one distillation step after every N-th update (ddpg 1, ppo 5)
     memory_size: int = 100_000  # ppo: the FIFO of visited states the peer samples from
@@ -519,7 +520,8 @@ def save_rl_config(config: Any, path: str | Path) -> None:
 
 
 __all__ = [
-    "CollectConfig", "DDPGConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DPD_DEFAULTS", "DQNConfig", "PPOConfig", "DistillConfig", "EnvConfig",
+    "CollectConfig", "DDPGConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DPD_DEFAULTS", "DQNConfig",
+    "PPOConfig", "DistillConfig", "EnvConfig",
     "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
     "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",

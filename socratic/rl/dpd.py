@@ -42,7 +42,7 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
-from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress)
+from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress
 from socratic.rl.config import DPDConfig
 from socratic.rl.envs import EnvInfo, env_info, make_env
 from socratic.rl.losses import dpd_weights
@@ -166,8 +166,9 @@ class PeerLearner:
     def pop_dpd_stats(self) -> dict[str, float]:
         stats, n = self.dpd_stats, max(self.dpd_stats["steps"], 1)
         self.dpd_stats = _empty_stats()
-        return {"dpd_loss": stats["loss"] / n, "dpd_weight_max": stats["weight_max"], "dpd_xi_mean": stats["xi_mean"] / n,
-                "dpd_xi_positive": stats["xi_positive"] / n, "dpd_steps": float(stats["steps"])}
+        return {"dpd_loss": stats["loss"] / n, "dpd_weight_max": stats["weight_max"],
+                "dpd_xi_mean": stats["xi_mean"] / n, "dpd_xi_positive": stats["xi_positive"] / n,
+                "dpd_steps": float(stats["steps"])}
 
 
 def _empty_stats() -> dict[str, float]:

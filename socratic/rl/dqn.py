@@ -423,4 +423,5 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     return result
 
 
-__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "fit_run", "learn_round", "run_dpd", "train_teacher"]
+__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "fit_run", "learn_round", "run_dpd",
+           "train_teacher"]
