@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.socratic-installed
 INSTALLED_DEV := $(VENV)/.socratic-installed-dev
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,16 @@ data: $(INSTALLED)
 demo: data
 	$(PY) -m socratic demo
 
-test: $(INSTALLED_DEV)
+# Headless Chromium for the HTML report's test (tests/test_html_report.py): Debian's package when it is missing
+# and apt can be used (root); otherwise that test fails naming the package.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	  || echo "apt-get install chromium failed: tests/test_html_report.py will fail"; \
+	else echo "chromium is missing and apt-get cannot be used (not root?): install Debian's package chromium"; fi
+
+test: $(INSTALLED_DEV) browser
 	$(PY) -m pytest -q
 
 clean:

@@ -79,9 +79,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from socratic.reports import report, to_csv, to_markdown
+    from socratic.reports import ReportError, report, to_csv, to_markdown
 
-    rows = report(args.runs, baseline=args.baseline)
+    if args.html:
+        from socratic.html_report import write_html_report
+
+        err_console.print(f"wrote {write_html_report(args.runs, args.html, baseline=args.baseline)}")
+        try:  # the page has the RL runs too; the table below is of the classification runs
+            rows = report(args.runs, baseline=args.baseline)
+        except (FileNotFoundError, ReportError):
+            return 0
+    else:
+        rows = report(args.runs, baseline=args.baseline)
     console.print(to_markdown(rows, args.baseline), markup=False, highlight=False, soft_wrap=True)
     if args.csv:
         Path(args.csv).write_text(to_csv(rows))
@@ -97,6 +106,16 @@ def _input_size(text: str) -> tuple[int, int, int]:
     if len(size) != 3 or min(size) <= 0:
         raise argparse.ArgumentTypeError(f"--input-size must be C,H,W like 3,32,32, got '{text}'")
     return size  # type: ignore[return-value]
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--da-select must be a number in (0, 1], got '{text}'")
+    return value
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -136,10 +155,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     result = bench_pair(args.teacher, args.student, batch_size=args.batch_size, precision=args.precision,
                         channels_last=args.channels_last, steps=args.steps, warmup=args.warmup,
-                        num_classes=args.num_classes, input_size=args.input_size, device=args.device)
+                        num_classes=args.num_classes, input_size=args.input_size, device=args.device,
+                        select=args.da_select)
     table = Table("measure", "value")
     for key, value in result.items():
-        digits = 2 if "_over_" in key else 1
+        digits = 2 if "_over_" in key or "_of_" in key or key == "da_select" else 3 if "gflop_per_img" in key else 1
         table.add_row(key, f"{value:,.{digits}f}" if isinstance(value, float) else str(value))
     console.print(table)
     if args.json:
@@ -197,6 +217,30 @@ def cmd_plot_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from socratic.shipped_configs import copy_config, list_configs
+
+    if args.action == "list":
+        names = list_configs(args.name or "")
+        if not names:
+            raise ConfigError(f"no shipped config starts with '{args.name}' (`socratic configs list` shows all)")
+        console.print("\n".join(names), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    if not args.name:
+        raise ConfigError("socratic configs copy NAME: name a config (`socratic configs list` shows them)")
+    target = copy_config(args.name, args.to, overwrite=args.force)
+    err_console.print(f"wrote {target}", markup=False, highlight=False, soft_wrap=True)
+    import yaml
+
+    checkpoints = [t.get("checkpoint") for t in (yaml.safe_load(target.read_text()) or {}).get("teachers") or []]
+    missing = [c for c in checkpoints if c and not Path(c).exists()]
+    if missing:
+        err_console.print(f"note: its teacher checkpoint(s) {', '.join(missing)} are not here (paths are relative to "
+                          "where you run it; the committed teacher zoo is in the repository's teachers/ folder)",
+                          markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from socratic.demo import run_demo
 
@@ -230,11 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="autocast precision (default auto: bf16 where the hardware has it natively, else fp32)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds")
+    rep = sub.add_parser("report", help="table of runs grouped by config: mean ± std over seeds (--html: a page)")
     rep.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     rep.add_argument("--csv", default=None, help="also write the table as CSV to this file")
     rep.add_argument("--baseline", default=None,
-                     help="name of a run group: add per-seed top-1, the difference of means and Welch's t against it")
+                     help="name of a run group: add per-seed top-1, the difference of means, Welch's t, its degrees "
+                          "of freedom and the p-value against it")
+    rep.add_argument("--html", default=None, metavar="OUT",
+                     help="also write OUT/index.html: one self-contained page with the tables, learning curves with "
+                          "seed bands, DA statistics, teacher weights and RL score curves (docs/report.md)")
     rep.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="list zoo models with parameters and FLOPs")
@@ -249,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", choices=sorted(KINDS), help="which kind of component")
     listing.set_defaults(func=cmd_list)
 
-    bench = sub.add_parser("bench", help="img/s of teacher forward, student step, KD step and KD+DA step; peak memory")
+    bench = sub.add_parser("bench", help="img/s of teacher forward, student step, KD step and KD+DA step, each step's "
+                                         "FLOPs and the fraction of the measured matmul rate it reaches; peak memory")
     bench.add_argument("--teacher", default="resnet32x4", help="teacher model name (default resnet32x4)")
     bench.add_argument("--student", default="resnet8x4", help="student model name (default resnet8x4)")
     bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
@@ -261,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
     bench.add_argument("--input-size", type=_input_size, default=(3, 32, 32), help="C,H,W (default 3,32,32)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    bench.add_argument("--da-select", type=_fraction, default=1.0,
+                       help="da.select of the DA step: the fraction of the batch moved (default 1: the paper's DA)")
     bench.add_argument("--json", default=None, help="also write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
@@ -318,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("run_dir", help="a run folder (<output_dir>/<name>/seed<seed>)")
     weights.add_argument("--out", default=None, help="PNG path (default: <run_dir>/teacher_weights.png)")
     weights.set_defaults(func=cmd_plot_weights)
+
+    shipped = sub.add_parser("configs", help="list or copy the configs shipped with socratic",
+                             description="The paper recipes and CPU-scale configs inside the installed package. "
+                                         "list [PREFIX]: their names (e.g. cifar100/kd/resnet32x4_resnet8x4); "
+                                         "copy NAME: write NAME.yaml into --to (default: here) to edit and run.")
+    shipped.add_argument("action", choices=["list", "copy"], help="list the names, or copy one")
+    shipped.add_argument("name", nargs="?", default=None, help="list: a prefix such as cifar100/; copy: the config")
+    shipped.add_argument("--to", default=".", help="copy: folder (or .yaml file) to write (default: here)")
+    shipped.add_argument("--force", action="store_true", help="copy: replace an existing file")
+    shipped.set_defaults(func=cmd_configs)
 
     demo = sub.add_parser("demo", help="teacher, student and KD student on Fashion-MNIST, with a summary table")
     demo.add_argument("--output-dir", default="runs/demo", help="where the three runs go (replaced each time)")

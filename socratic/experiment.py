@@ -28,6 +28,7 @@ from socratic.engine.run import run_dir_for as _run_dir
 from socratic.engine.runtime import resolve_precision, setup_run
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
+from socratic.registry import METHODS
 
 
 @dataclass
@@ -53,12 +54,15 @@ def load_datasets(cfg: ExperimentConfig) -> Datasets:
 
 
 def make_loaders(cfg: ExperimentConfig, datasets: Datasets, device: torch.device, rank: int = 0,
-                 world_size: int = 1) -> tuple[TensorLoader, TensorLoader]:
-    """Train and test loaders; with world_size > 1 each takes rank's shard (data.batch_size is per process)."""
+                 world_size: int = 1, with_indices: bool = False) -> tuple[TensorLoader, TensorLoader]:
+    """Train and test loaders; with world_size > 1 each takes rank's shard (data.batch_size is per process).
+    `with_indices`: the train loader also yields each batch's dataset indices (a method registered with
+    `sample_indices=True`, e.g. CRD)."""
     data = cfg.data
     augment = build_augment(data.augment)
     common = dict(device=device, channels_last=cfg.runtime.channels_last, rank=rank, world_size=world_size)
-    train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed, **common)
+    train = TensorLoader(datasets.train, data.batch_size, shuffle=True, augment=augment, seed=cfg.seed,
+                         with_indices=with_indices, **common)
     test = TensorLoader(datasets.test, data.eval_batch_size, shuffle=False, augment=None, seed=cfg.seed, **common)
     return train, test
 
@@ -192,10 +196,18 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
         datasets = load_datasets(cfg)
         in_channels = datasets.train.image_shape[0]
         distiller = build_distiller(cfg, datasets.train.num_classes, in_channels)
+        with_indices = bool(METHODS.get(cfg.method.name).meta.get("sample_indices", False))
+        if with_indices and world.enabled:
+            raise ConfigError(f"method.name '{cfg.method.name}' keeps a memory bank updated in place by each batch, "
+                              "which is not kept in step across torchrun ranks: run it in one process")
+        try:
+            distiller.bind_train_set(datasets.train.labels)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         augmentation = build_augmentation(cfg, datasets.train)
         if augmentation is not None and cfg.da.target == "weighted":  # DA against the weighted teacher ensemble
             augmentation.teacher_weights = distiller.current_teacher_weights
-        train_loader, test_loader = make_loaders(cfg, datasets, device, world.rank, world.world_size)
+        train_loader, test_loader = make_loaders(cfg, datasets, device, world.rank, world.world_size, with_indices)
     except Exception as err:  # noqa: BLE001 - raised on every rank below
         error = err
     distributed.raise_if_any_failed(error)  # a bad config or a missing file stops every rank, not just one

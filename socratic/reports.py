@@ -32,6 +32,7 @@ class RunGroup:
     config: dict[str, Any]
     seeds: list[int] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    run_dirs: list[Path] = field(default_factory=list)
 
     def values(self, metric: str) -> list[float]:
         return [s[metric] for s in self.summaries if metric in s]
@@ -72,6 +73,7 @@ def group_runs(run_dirs: list[Path]) -> list[RunGroup]:
         group = groups.setdefault(_group_key(config), RunGroup(config["name"], config))
         group.seeds.append(config["seed"])
         group.summaries.append(summary)
+        group.run_dirs.append(run_dir)
     return sorted(groups.values(), key=lambda g: g.name)
 
 
@@ -88,10 +90,20 @@ def with_epoch_costs(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation; the std is NaN for a single value (one seed has no spread estimate)."""
     if not values:
         return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def mean_std_cell(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """`mean ± std` of `mean_std`; a single value (NaN std) as `mean (n = 1)`, never a made-up `± 0.00`; `–` for
+    no value."""
+    if mean is None or mean != mean:
+        return "–"
+    if std is None or std != std:
+        return f"{mean:.{digits}f} (n = 1)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _describe(config: dict[str, Any]) -> tuple[str, str, str]:
@@ -120,38 +132,63 @@ def table_rows(groups: list[RunGroup]) -> list[dict[str, Any]]:
 
 def welch_t(a: list[float], b: list[float]) -> float:
     """Welch's t statistic of mean(a) - mean(b): the gap in units of its standard error; NaN without >= 2 values
-    on each side. With 3 seeds a side, |t| > 2.8 is a two-sided p < 0.05 (about 4 degrees of freedom)."""
+    on each side."""
+    return welch_test(a, b)[0]
+
+
+def welch_test(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Welch's unequal-variance t-test of mean(a) - mean(b): (t, degrees of freedom, two-sided p-value).
+
+    The degrees of freedom are Welch-Satterthwaite's and the p-value comes from Student's t distribution function
+    (`scipy.special.stdtr`; Welch, Biometrika 1947). NaN for all three without >= 2 values on each side; with no
+    spread on either side t is 0 (p = 1) for equal means and ±inf (p = 0) otherwise, and the df are NaN.
+    """
+    from scipy.special import stdtr  # Student's t CDF; scipy.stats would cost seconds to import
+
+    nan = float("nan")
     if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    error = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+        return nan, nan, nan
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     gap = statistics.fmean(a) - statistics.fmean(b)
-    if error == 0:
-        return 0.0 if gap == 0 else math.copysign(math.inf, gap)
-    return gap / error
+    if va + vb == 0:
+        return (0.0, nan, 1.0) if gap == 0 else (math.copysign(math.inf, gap), nan, 0.0)
+    t = gap / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return t, df, float(2 * stdtr(df, -abs(t)))
 
 
 def compare_to_baseline(rows: list[dict[str, Any]], baseline: str, values_key: str) -> None:
-    """Add `delta` (difference of means) and `welch_t` against the row named `baseline`, for the per-seed values
-    under `values_key`; an unknown baseline is an error naming the rows there are."""
+    """Add `delta` (difference of means), `welch_t`, `welch_df` and `p_value` (Welch's test) against the row
+    named `baseline`, for the per-seed values under `values_key`; an unknown baseline is an error naming the rows
+    there are."""
     names = [r["name"] for r in rows]
     if baseline not in names:
         raise ReportError(f"--baseline: no runs named '{baseline}' (there are: {', '.join(names)})")
     reference = rows[names.index(baseline)][values_key]
     for row in rows:
         row["delta"] = statistics.fmean(row[values_key]) - statistics.fmean(reference)
-        row["welch_t"] = welch_t(row[values_key], reference)
+        row["welch_t"], row["welch_df"], row["p_value"] = welch_test(row[values_key], reference)
+
+
+def p_value_cell(p: float) -> str:
+    """A p-value with two significant digits (`< 0.001` below that), `–` when it is undefined (n = 1)."""
+    if p != p:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
 
 
 def baseline_columns(row: dict[str, Any], values_key: str) -> str:
-    """The markdown cells of `compare_to_baseline`: per-seed values, difference and Welch t (or nothing)."""
+    """The markdown cells of `compare_to_baseline`: per-seed values, difference, Welch t, its degrees of freedom
+    and the two-sided p-value (or nothing)."""
     if "delta" not in row:
         return ""
     values = ", ".join(f"{v:.2f}" for v in row[values_key])
-    return f" {values} | {row['delta']:+.2f} | {_number(row['welch_t'], '+.1f')} |"
+    return (f" {values} | {row['delta']:+.2f} | {_number(row['welch_t'], '+.1f')} | {_number(row['welch_df'], '.1f')}"
+            f" | {p_value_cell(row['p_value'])} |")
 
 
 def baseline_header(rows: list[dict[str, Any]], baseline: str | None) -> str:
-    return f" per seed | Δ vs {baseline} | Welch t |" if baseline and rows and "delta" in rows[0] else ""
+    return (f" per seed | Δ vs {baseline} | Welch t | df | p |" if baseline and rows and "delta" in rows[0] else "")
 
 
 def to_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
@@ -161,7 +198,8 @@ def to_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
-            f"{r['best_top1_mean']:.2f} ± {r['best_top1_std']:.2f} | {r['last_top1_mean']:.2f} ± {r['last_top1_std']:.2f} | "
+            f"{mean_std_cell(r['best_top1_mean'], r['best_top1_std'])} | "
+            f"{mean_std_cell(r['last_top1_mean'], r['last_top1_std'])} | "
             f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | {_number(r['peak_memory_mb_mean'], '.0f')} |"
             + baseline_columns(r, "best_top1_values")
         )

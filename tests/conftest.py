@@ -97,3 +97,56 @@ def stopped_and_resumed():
         return run_dir_for(full), run_dir_for(cut)
 
     return run
+
+
+class MethodRuns:
+    """A one-epoch run of a method on 100 tiny images with seeded resnet8 teachers: `config(method, teachers=1,
+    **sections)` is its config (plain data); calling it runs that config through the command line (`socratic
+    distill`) once per variant (name -> overrides; default `plain` and `da`, DA at prob 1), each exiting 0, and
+    returns {variant: run_dir}."""
+
+    def __init__(self, run_config: dict, tmp_path: Path) -> None:
+        self.run_config, self.tmp_path = run_config, tmp_path
+
+    def config(self, method: dict, teachers: int = 1, **sections) -> dict:
+        from socratic.engine.checkpoint import save_checkpoint
+        from socratic.models import create_model
+
+        paths = []
+        for i in range(teachers):
+            path = self.tmp_path / f"teacher{i}.pt"
+            if not path.exists():
+                torch.manual_seed(5 + i)
+                save_checkpoint({"model": create_model("resnet8", num_classes=10, in_channels=1).state_dict(),
+                                 "meta": {"model_name": "resnet8", "num_classes": 10}}, path)
+            paths.append({"name": "resnet8", "checkpoint": str(path)})
+        base = self.run_config
+        return {**base, "name": method["name"], "teachers": paths, "method": method,
+                "data": {**base["data"], "train_subset": 100, "batch_size": 25},
+                "optim": {**base["optim"], "epochs": 1},
+                "runtime": {**base["runtime"], "tensorboard": False, "num_threads": 1}, **sections}
+
+    def __call__(self, method: dict, teachers: int = 1, variants: dict[str, list[str]] | None = None,
+                 **sections) -> dict:
+        import yaml
+
+        from socratic.cli import main
+        from socratic.config import config_from_dict
+        from socratic.experiment import run_dir_for
+
+        config = self.config(method, teachers, **sections)
+        path = self.tmp_path / f"{config['name']}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        variants = {"plain": [], "da": ["da.enabled=true", "da.prob=1.0"]} if variants is None else variants
+        dirs = {}
+        for variant, overrides in variants.items():
+            name = f"{config['name']}_{variant}"
+            assert main(["distill", str(path), f"name={name}", *overrides]) == 0, variant
+            dirs[variant] = run_dir_for(config_from_dict({**config, "name": name}))
+        return dirs
+
+
+@pytest.fixture()
+def method_cli_runs(run_config: dict, tmp_path: Path) -> MethodRuns:
+    """Tiny CLI runs of a method with and without DA (`MethodRuns`), shared by the method tests."""
+    return MethodRuns(run_config, tmp_path)

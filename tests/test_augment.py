@@ -307,13 +307,18 @@ def test_composes_with_every_distiller_that_has_a_teacher() -> None:
     second = create_model("resnet8", num_classes=10)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     da = DisagreementAugmentation(prob=1.0)
-    for name in (n for n in list_distillers() if n != "ce"):
-        needs = METHODS.get(name).meta["teachers"][0]
-        teachers = [teacher, second] if needs >= 2 else [teacher]  # multi-teacher methods need >= 2
+    for name in (n for n in list_distillers() if METHODS.get(n).meta["teachers"][1] > 0):  # DA needs a teacher
+        meta = METHODS.get(name).meta
+        teachers = [teacher, second] if meta["teachers"][0] >= 2 else [teacher]  # multi-teacher methods need >= 2
         distiller = create_distiller(name, student, teachers).train()
-        views = torch.cat([x] * METHODS.get(name).meta.get("views", 1))  # MLKD: the two_view layout, 2B images
+        indices = None
+        if meta.get("sample_indices"):  # CRD: a memory bank over the training set, indexed per sample
+            distiller.bind_train_set(torch.arange(8) % 4)
+            indices = torch.arange(4)
+        views = torch.cat([x] * meta.get("views", 1))  # MLKD: the two_view layout, 2B images
         x_new = da(views, distiller.student, distiller.teachers)
-        logits, losses = distiller.forward_train(x_new, y, TrainContext(epoch=1, epochs=2, steps_per_epoch=1))
+        ctx = TrainContext(epoch=1, epochs=2, steps_per_epoch=1, indices=indices)
+        logits, losses = distiller.forward_train(x_new, y, ctx)
         assert not torch.equal(x_new, views) and logits.shape == (4, 10) and all(torch.isfinite(v) for v in losses.values())
         assert not distiller.teacher.training
 

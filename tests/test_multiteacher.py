@@ -14,6 +14,7 @@ import yaml
 from socratic.augment import DisagreementAugmentation
 from socratic.cli import main
 from socratic.config import ConfigError, config_from_dict
+from socratic.context import TrainContext
 from socratic.engine.checkpoint import CheckpointError
 from socratic.multiteacher.options import AgentOptions
 from socratic.distillers import create_distiller
@@ -119,7 +120,7 @@ def test_every_method_trains_one_step() -> None:
     x, y = _batch()
     for method in METHODS:
         distiller = _distiller(method)
-        logits, losses = distiller.forward_train(x, y)
+        logits, losses = distiller.forward_train(x, y, TrainContext())  # MTKD-RL needs the epoch
         assert set(losses) == {"ce", "kd", "feat"} and all(torch.isfinite(v) for v in losses.values()), method
         sum(losses.values()).backward()
         assert distiller.regressors[0].conv.weight.grad is not None

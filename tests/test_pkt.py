@@ -58,7 +58,8 @@ def test_gradients_reach_only_the_student() -> None:
 
 
 def test_a_model_without_an_embedding_and_bad_values_are_config_errors() -> None:
-    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    # no nn.Linear classifier, so no embedding (a plain MLP now has one: its classifier's input)
+    plain = nn.Sequential(nn.Conv2d(3, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with pytest.raises(ValueError, match="method.name 'pkt' needs a student with an embedding.*Sequential"):
         create_distiller("pkt", plain, create_model("resnet8", num_classes=10))
     with pytest.raises(ValueError, match="method.pkt_weight must be >= 0"):

@@ -26,7 +26,7 @@ def test_discovery_finds_the_built_in_components() -> None:
     assert {"fashion_mnist", "cifar10", "cifar100", "imagefolder"} <= set(DATASETS.names())
     assert {"minatar", "atari"} <= set(ENV_SUITES.names())
     assert "resnet8" in MODELS.names() and "vgg8" in MODELS.names(include_aliases=True)
-    assert METHODS.get("mtkd_rl").meta == {"teachers": (2, None), "teacher_weights": True}
+    assert METHODS.get("mtkd_rl").meta == {"teachers": (2, None), "teacher_weights": True, "features": True}
     assert ENV_SUITES.get("minatar").meta["input_scale"] == 1.0
 
 

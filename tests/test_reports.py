@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats
 
 from socratic.config import config_from_dict, config_to_dict
-from socratic.reports import ReportError, report, to_markdown, welch_t
+from socratic.reports import ReportError, report, to_markdown, welch_t, welch_test
 
 
 def _fake_run(root: Path, name: str, seed: int, best: float, method: str = "ce", kind: str | None = None) -> None:
@@ -30,8 +31,11 @@ def test_groups_by_config_and_averages_over_seeds(tmp_path: Path) -> None:
     assert set(rows) == {"kd", "scratch"}
     kd = rows["kd"]
     assert kd["seeds"] == 3 and kd["best_top1_mean"] == pytest.approx(72.0) and kd["best_top1_std"] == pytest.approx(2.0)
-    assert kd["train_time_mean"] == pytest.approx(20.0) and rows["scratch"]["best_top1_std"] == 0.0
-    assert "| kd | kd | resnet20 | resnet8 | fashion_mnist | 3 | 72.00 ± 2.00 | 71.00 ± 2.00 | 20 |" in to_markdown(list(rows.values()))
+    assert kd["train_time_mean"] == pytest.approx(20.0)
+    assert rows["scratch"]["best_top1_std"] != rows["scratch"]["best_top1_std"]  # NaN: one seed has no spread
+    table = to_markdown(list(rows.values()))
+    assert "| kd | kd | resnet20 | resnet8 | fashion_mnist | 3 | 72.00 ± 2.00 | 71.00 ± 2.00 | 20 |" in table
+    assert "| 1 | 60.00 (n = 1) | 59.00 (n = 1) |" in table and "± 0.00" not in table
 
 
 def test_no_runs_is_an_error(tmp_path: Path) -> None:
@@ -64,9 +68,15 @@ def test_baseline_comparison_gives_the_gap_and_welch_t(tmp_path: Path) -> None:
     rows = {r["name"]: r for r in report([tmp_path], baseline="kd")}
     # da: mean 74, variance 9; kd: mean 72, variance 4 -> t = 2 / sqrt(9/3 + 4/3)
     assert rows["da"]["delta"] == pytest.approx(2.0) and rows["da"]["welch_t"] == pytest.approx(2 / (13 / 3) ** 0.5)
-    assert rows["kd"]["delta"] == 0.0 and rows["kd"]["welch_t"] == 0.0
+    assert rows["kd"]["delta"] == 0.0 and rows["kd"]["welch_t"] == 0.0 and rows["kd"]["p_value"] == 1.0
+    # degrees of freedom and p-value as scipy's own Welch test gives them
+    reference = stats.ttest_ind([71.0, 74.0, 77.0], [70.0, 72.0, 74.0], equal_var=False)
+    assert rows["da"]["welch_df"] == pytest.approx(float(reference.df))
+    assert rows["da"]["p_value"] == pytest.approx(float(reference.pvalue))
+    assert 3 < rows["da"]["welch_df"] < 4 and 0.3 < rows["da"]["p_value"] < 0.5  # not significant with 3 seeds
     table = to_markdown(list(rows.values()), "kd")
-    assert "per seed | Δ vs kd | Welch t |" in table and "| 71.00, 74.00, 77.00 | +2.00 | +1.0 |" in table
+    assert "per seed | Δ vs kd | Welch t | df | p |" in table
+    assert f"| 71.00, 74.00, 77.00 | +2.00 | +1.0 | 3.5 | {float(reference.pvalue):.2g} |" in table
     with pytest.raises(ReportError, match="no runs named 'pd'.*there are: "):
         report([tmp_path], baseline="pd")
 
@@ -74,3 +84,13 @@ def test_baseline_comparison_gives_the_gap_and_welch_t(tmp_path: Path) -> None:
 def test_welch_t_edge_cases() -> None:
     assert welch_t([1.0], [1.0, 2.0]) != welch_t([1.0], [1.0, 2.0])  # NaN: one value has no spread estimate
     assert welch_t([2.0, 2.0], [1.0, 1.0]) == float("inf") and welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+    assert welch_test([2.0, 2.0], [1.0, 1.0])[2] == 0.0 and welch_test([1.0, 1.0], [1.0, 1.0])[2] == 1.0
+    assert all(v != v for v in welch_test([1.0], [1.0, 2.0]))  # n = 1: no t, df or p
+
+
+def test_welch_test_matches_scipy_on_unequal_sizes() -> None:
+    a, b = [0.1, 0.5, 0.9, 1.4, 1.0], [2.5, 3.5, 3.0]
+    t, df, p = welch_test(a, b)
+    reference = stats.ttest_ind(a, b, equal_var=False)
+    assert (t, df, p) == pytest.approx((float(reference.statistic), float(reference.df), float(reference.pvalue)))
+    assert p < 0.05  # a clear gap is significant

@@ -97,6 +97,22 @@ def test_the_abfs_predict_the_teachers_levels() -> None:
     assert len(no_embedding.abfs) == 3 and no_embedding.mid_channels == 8
 
 
+def test_the_targets_are_the_teachers_pre_relu_maps_unless_asked_otherwise() -> None:
+    torch.manual_seed(0)
+    student, teacher = create_model("resnet8", num_classes=10), create_model("resnet20", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+    for preact in (True, False):
+        distiller = create_distiller("reviewkd", student, teacher, teacher_preact=preact).train()
+        levels = distiller._levels(teacher.forward_features(x, preact=preact), preact)
+        seen[preact] = levels
+    assert all((t < 0).any() for t in seen[True][:-1]) and all((t >= 0).all() for t in seen[False][:-1])
+    assert all(torch.equal(torch.relu(a), b) for a, b in zip(seen[True], seen[False]))
+    with pytest.raises(ValueError, match=r"method.teacher_preact: the teacher WideResNet gives no pre-ReLU"):
+        create_distiller("reviewkd", student, create_model("wrn_16_1", num_classes=10))
+    create_distiller("reviewkd", student, create_model("wrn_16_1", num_classes=10), teacher_preact=False)
+
+
 def test_gradients_reach_only_the_student_and_the_abfs_and_the_weight_warms_up() -> None:
     torch.manual_seed(0)
     student, teacher = create_model("resnet8", num_classes=10), create_model("resnet14", num_classes=10)

@@ -20,8 +20,9 @@ class Regression(Run):
 
     score_key, best_key = "val_score", "best_val_score"
 
-    def __init__(self, folder: RunFolder, epochs: int = 4, poison_at: tuple[int, int] | None = None, **kw: Any) -> None:
-        super().__init__(folder, epochs=epochs, progress=False, tensorboard=False, **kw)
+    def __init__(self, folder: RunFolder, epochs: int = 4, poison_at: tuple[int, int] | None = None,
+                 tensorboard: bool = False, **kw: Any) -> None:
+        super().__init__(folder, epochs=epochs, progress=False, tensorboard=tensorboard, **kw)
         generator = torch.Generator().manual_seed(0)
         self.x = torch.randn(64, 3, generator=generator)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1
@@ -123,3 +124,50 @@ def test_nan_stop_names_the_last_good_checkpoint_or_removes_the_empty_folder(tmp
     with pytest.raises(NonFiniteLossError, match="There is no last good checkpoint"):
         Regression(_folder(tmp_path, "early"), poison_at=(1, 0)).fit()
     assert not (tmp_path / "early").exists()
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return events
+
+
+def test_tensorboard_has_grouped_tags_per_step_loss_and_hparams_across_a_resume(tmp_path: Path) -> None:
+    Regression(_folder(tmp_path, "full"), tensorboard=True).fit()
+
+    def kill(epoch: int, step: int) -> None:
+        if (epoch, step) == (3, 2):
+            raise Killed
+
+    with pytest.raises(Killed):
+        Regression(_folder(tmp_path, "cut"), tensorboard=True, step_callbacks=[kill]).fit()
+    Regression(_folder(tmp_path, "cut", resume=True), tensorboard=True).fit()
+    full, cut = (_tensorboard(run_dir_for(tmp_path, n, 0)) for n in ("full", "cut"))
+    tags = set(full.Tags()["scalars"])
+    assert {"train/loss", "val/score", "val/best_val_score", "run/epoch", "train/step_loss"} <= tags
+    assert not tags & {"train_loss", "val_score"}  # no flat tags
+    # 4 steps an epoch: one point per step, epoch metrics at the step that ended the epoch
+    assert [e.step for e in full.Scalars("train/step_loss")] == list(range(1, 17))
+    assert [e.step for e in full.Scalars("train/loss")] == [4, 8, 12, 16]
+    jsonl = read_metrics(run_dir_for(tmp_path, "full", 0) / "metrics.jsonl")
+    assert [e.value for e in full.Scalars("val/score")] == pytest.approx([m["val_score"] for m in jsonl])
+    # the killed run's steps 9-11 were purged on resume: each step once, the values of the uninterrupted run
+    for tag in ("train/step_loss", "train/loss", "run/epoch"):
+        assert [(e.step, e.value) for e in cut.Scalars(tag)] == [(e.step, e.value) for e in full.Scalars(tag)]
+    last = torch.load(run_dir_for(tmp_path, "cut", 0) / "checkpoints" / "last.pt", weights_only=True)
+    assert last["global_step"] == 16
+    hparams = full.PluginTagToContent("hparams")
+    assert hparams and b"lr" in b"".join(hparams.values())  # the config's keys, for TensorBoard's HPARAMS tab
+
+
+def test_tensorboard_tags() -> None:
+    from socratic.engine.logger import flat_hparams, tensorboard_tag
+
+    assert [tensorboard_tag(k) for k in ("train_kd", "val_top1", "da_disagreement_gain", "lr", "best_top1",
+                                         "w_logit_1", "peak_memory_mb", "eval_score_mean")] == [
+        "train/kd", "val/top1", "da/disagreement_gain", "train/lr", "val/best_top1", "teachers/w_logit_1",
+        "run/peak_memory_mb", "eval/score_mean"]
+    assert flat_hparams({"optim": {"lr": 0.1, "milestones": [1, 2]}, "x": None}) == {
+        "optim.lr": 0.1, "optim.milestones": "[1, 2]", "x": "null"}

@@ -18,6 +18,11 @@ Exactly as the authors' Table-1 code does it (the defaults here):
 * one Bernoulli(p) draw per batch (here from torch's global RNG, so seeding and resume cover it), and the
   whole batch is replaced.
 
+Adaptive DA (`select` < 1, the paper's Sec. 5.4 future work: apply the augmentation selectively): one no-grad
+forward of student and teacher(s) on the clean batch ranks its samples by their disagreement; only the
+fraction `select` with the largest (`select_by: smallest`: the smallest) is moved, and the teacher logits of
+that forward are reused for the loss of the samples left unchanged (`known_teacher_logits`).
+
 Where this implementation chooses (see docs/methods/da.md): gradients are taken with `torch.autograd.grad`
 w.r.t. the input only, so no parameter `.grad` is touched; the student runs in the mode the caller left it
 in (train mode during training: BatchNorm uses batch statistics) but its running statistics are *not*
@@ -36,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from socratic.config.schema import DAConfig
+from socratic.context import KnownTeacherLogits, take_rows
 from socratic.losses import tempered_kl_per_sample
 
 OBJECTIVES = DAConfig.OBJECTIVES
@@ -126,6 +132,11 @@ def _input_gradient(loss: Tensor, x: Tensor, fp16: bool) -> Tensor:
     return torch.autograd.grad(loss, x)[0]
 
 
+def _teacher_list(teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    """One module (an nn.Sequential too) is one teacher; a list or nn.ModuleList is several."""
+    return [teachers] if isinstance(teachers, nn.Module) and not isinstance(teachers, nn.ModuleList) else list(teachers)
+
+
 class _InputStep:
     """One update of the input tensor `x` (a leaf) given the gradient of the loss -disagreement."""
 
@@ -170,6 +181,13 @@ class DisagreementAugmentation:
         `current_teacher_weights`, connected by `socratic.experiment`; the plain mean while it returns None).
     after_every: every n-th perturbed batch (0 = never) is forwarded once more (no grad) to measure the
         disagreement after the step (`da_disagreement_after`); the other statistics are free.
+    select, select_by: adaptive DA. With select < 1 a perturbed batch is first forwarded once without a graph
+        (student in its mode, BatchNorm buffers untouched) and only the round(select * B) samples of largest
+        (select_by "smallest": smallest) per-sample disagreement are moved, on their own: the student sees
+        them as a batch of that size, and the loss is the sum of their disagreements over B (not over the
+        selection), so each sample gets the gradient, and hence the step, it would get in a B-sample batch up
+        to BatchNorm's batch statistics. The teacher logits of that forward are kept for the other samples
+        (`known_teacher_logits()`, reused by the trainer's step). select = 1 is exactly the paper's DA.
 
     Cost of a perturbed batch: per step one forward of student and teacher(s) with a graph and one
     backward to the input only (no parameter gradients), plus one no-grad forward on measured batches.
@@ -183,13 +201,15 @@ class DisagreementAugmentation:
                  temperature: float = DAConfig.temperature, clamp: Sequence[float] | None = None,
                  target: str | int = DAConfig.target, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 after_every: int = DAConfig.after_every, teacher_weights: Callable[[Tensor], Tensor | None] | None = None) -> None:
+                 after_every: int = DAConfig.after_every, teacher_weights: Callable[[Tensor], Tensor | None] | None = None,
+                 select: float = DAConfig.select, select_by: str = DAConfig.select_by) -> None:
         clamp = list(clamp) if isinstance(clamp, (list, tuple)) else clamp
         DAConfig(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer, temperature=temperature,
-                 clamp=clamp, target=target, after_every=after_every).check("da")
+                 clamp=clamp, target=target, after_every=after_every, select=select, select_by=select_by).check("da")
         self.steps, self.lr, self.prob = steps, float(lr), float(prob)
         self.objective, self.optimizer, self.temperature = objective, optimizer, float(temperature)
         self.target, self.after_every = target, after_every
+        self.select, self.select_by = float(select), select_by
         self.teacher_weights = teacher_weights
         self.clamp = tuple(float(v) for v in clamp) if clamp is not None else None
         self._low = self._high = None
@@ -207,31 +227,78 @@ class DisagreementAugmentation:
                     std: Sequence[float] | None = None) -> "DisagreementAugmentation":
         """Build from a `DAConfig` (the `da` section); `mean`/`std` are the loader's normalisation."""
         return cls(cfg.steps, cfg.lr, cfg.prob, cfg.objective, cfg.optimizer, cfg.temperature, cfg.clamp,
-                   cfg.target, mean=mean, std=std, after_every=cfg.after_every)
+                   cfg.target, mean=mean, std=std, after_every=cfg.after_every, select=cfg.select,
+                   select_by=cfg.select_by)
 
     def __repr__(self) -> str:
         return (f"DisagreementAugmentation(steps={self.steps}, lr={self.lr}, prob={self.prob}, "
                 f"objective={self.objective!r}, optimizer={self.optimizer!r}, temperature={self.temperature}, "
-                f"clamp={self.clamp}, target={self.target!r})")
+                f"clamp={self.clamp}, target={self.target!r}, select={self.select}, select_by={self.select_by!r})")
 
     # ----------------------------------------------------------------------------------------- training
-    def __call__(self, x: Tensor, student: nn.Module, teachers: Sequence[nn.Module]) -> Tensor:
-        """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version."""
+    def __call__(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module]) -> Tensor:
+        """The batch to train on: `x` itself, or (with probability `prob`) its perturbed version (with
+        `select` < 1: only its selected samples moved). `teachers`: one module or a list of them."""
         self._batches += 1
+        self._known, self._moved = None, None
         if self.prob <= 0.0 or self.steps == 0:
             return x
         if self.prob < 1.0 and not bool(torch.rand(1) < self.prob):
             return x
         measure = self.after_every > 0 and self._perturbed % self.after_every == 0
         values: list[Tensor] = []
-        x_new = self.perturb(x, student, teachers, final_forward=measure, values=values)
+        count = self.selected_count(x.shape[0])
+        if count < x.shape[0]:
+            x_new = self._perturb_selected(x, student, teachers, count, measure, values)
+        else:
+            x_new = self.perturb(x, student, teachers, final_forward=measure, values=values)
         self._perturbed += 1
         self._before += values[0]
-        self._abs_dx += (x_new - x.detach()).abs().float().mean()
+        self._abs_dx += (x_new - x.detach()).abs().float().mean() * (x.shape[0] / count)  # over the moved samples
         if measure:
             self._measured += 1
             self._after += values[-1]
             self._before_measured += values[0]
+        return x_new
+
+    def selected_count(self, batch_size: int) -> int:
+        """How many of `batch_size` samples a perturbed batch moves: round(select * B), at least 1."""
+        return batch_size if self.select >= 1.0 else min(batch_size, max(1, int(self.select * batch_size + 0.5)))
+
+    def known_teacher_logits(self) -> KnownTeacherLogits | None:
+        """After a call that moved only some samples: the first teacher's logits on the others, from the
+        selection forward (the trainer's step hands them to the distiller); None otherwise."""
+        return self._known
+
+    def moved_rows(self) -> Tensor | None:
+        """After a call that moved only some samples: their rows (sorted); None when the call moved the whole
+        batch or none of it (then the returned tensor is `x` itself)."""
+        return self._moved
+
+    def _perturb_selected(self, x: Tensor, student: nn.Module, teachers: nn.Module | Sequence[nn.Module],
+                          count: int, measure: bool, values: list[Tensor]) -> Tensor:
+        """Adaptive DA: rank the clean batch's samples by disagreement (one no-grad forward), move the `count`
+        selected ones as a batch of their own, keep the teacher logits of the others."""
+        teachers = _teacher_list(teachers)
+        used = self._teachers_used(teachers)
+        weights = self._ensemble_weights(x, len(used))
+        clean = x.detach()
+        with torch.no_grad(), frozen_running_stats(student):
+            each = [teacher(clean) for teacher in used]
+            scores = self.score_per_sample(student(clean), self._combine(each, weights))
+        rows = scores.topk(count, largest=self.select_by == "largest").indices.sort().values
+        keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        keep[rows] = False
+        keep = keep.nonzero().flatten()
+        moved = self._steps(take_rows(clean, rows), student, used, None if weights is None else weights[rows],
+                            self.steps, measure, None, values, loss_scale=count / x.shape[0])
+        x_new = clean.clone()
+        x_new[rows] = moved
+        self._moved = rows
+        if teachers[0] in used:  # the teacher a single-teacher method asks for (Distiller.teacher_logits)
+            logits = each[used.index(teachers[0])]
+            self._known = KnownTeacherLogits(x_new, teachers[0], keep, take_rows(logits, keep))
+        self._clean += scores.mean()
         return x_new
 
     def epoch_metrics(self) -> dict[str, float]:
@@ -240,7 +307,9 @@ class DisagreementAugmentation:
         da_perturbed: share of batches perturbed; da_disagreement_before: mean disagreement (the objective's
         positive value) at the clean batch, over perturbed batches; da_disagreement_after: the same after
         the step(s), over measured batches (`after_every`); da_disagreement_gain: after / before on those
-        measured batches; da_abs_dx: mean |x_new - x| in normalised pixel units.
+        measured batches; da_abs_dx: mean |x_new - x| in normalised pixel units, over the moved samples. With
+        select < 1 the disagreements are the moved samples' and da_disagreement_clean is the mean over all
+        samples of the clean batches (from the selection forward).
         """
         metrics: dict[str, float] = {}
         if self._batches:
@@ -248,6 +317,8 @@ class DisagreementAugmentation:
         if self._perturbed:
             metrics["da_disagreement_before"] = float(self._before) / self._perturbed
             metrics["da_abs_dx"] = float(self._abs_dx) / self._perturbed
+            if self.select < 1.0:
+                metrics["da_disagreement_clean"] = float(self._clean) / self._perturbed
         if self._measured:
             metrics["da_disagreement_after"] = float(self._after) / self._measured
             before = float(self._before_measured)
@@ -262,10 +333,21 @@ class DisagreementAugmentation:
         self._after: Tensor | float = 0.0
         self._before_measured: Tensor | float = 0.0
         self._abs_dx: Tensor | float = 0.0
+        self._clean: Tensor | float = 0.0
+        self._known: KnownTeacherLogits | None = None
+        self._moved: Tensor | None = None
 
     # -------------------------------------------------------------------------------------- the steps
-    def _teachers_used(self, teachers: Sequence[nn.Module]) -> list[nn.Module]:
-        teachers = list(teachers)
+    def score_per_sample(self, student_logits: Tensor, target_logits: Tensor) -> Tensor:
+        """Each sample's disagreement (a subclass may define its own, e.g. a Gaussian KL); adaptive DA ranks by it."""
+        return disagreement_per_sample(student_logits, target_logits, self.objective, self.temperature)
+
+    def score(self, student_logits: Tensor, target_logits: Tensor) -> Tensor:
+        """The batch disagreement the steps increase: the mean of `score_per_sample`."""
+        return self.score_per_sample(student_logits, target_logits).mean()
+
+    def _teachers_used(self, teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+        teachers = _teacher_list(teachers)
         if not teachers:
             raise ValueError("Disagreement Augmentation needs at least one teacher")
         if self.target in ("mean", "weighted"):
@@ -275,13 +357,18 @@ class DisagreementAugmentation:
                              f"(use 'mean' or 0..{len(teachers) - 1})")
         return [teachers[self.target]]
 
+    @classmethod
+    def _target_logits(cls, x: Tensor, teachers: list[nn.Module], weights: Tensor | None = None) -> Tensor:
+        return cls._combine([teacher(x) for teacher in teachers], weights)
+
     @staticmethod
-    def _target_logits(x: Tensor, teachers: list[nn.Module], weights: Tensor | None = None) -> Tensor:
+    def _combine(logits: list[Tensor], weights: Tensor | None = None) -> Tensor:
+        """The target: one teacher's logits, the teachers' mean, or their weighted sum ((B, M) weights)."""
         if weights is not None:  # (B, M), rows summing to 1
-            return (weights.unsqueeze(-1) * torch.stack([teacher(x).float() for teacher in teachers], dim=1)).sum(1)
-        if len(teachers) == 1:
-            return teachers[0](x)
-        return torch.stack([teacher(x).float() for teacher in teachers]).mean(dim=0)
+            return (weights.unsqueeze(-1) * torch.stack([z.float() for z in logits], dim=1)).sum(1)
+        if len(logits) == 1:
+            return logits[0]
+        return torch.stack([z.float() for z in logits]).mean(dim=0)
 
     def _ensemble_weights(self, x: Tensor, count: int) -> Tensor | None:
         """target 'weighted': the (B, M) weights from `teacher_weights(x)`, rows normalised (None = the mean)."""
@@ -307,7 +394,14 @@ class DisagreementAugmentation:
         """
         steps = self.steps if steps is None else steps
         used = self._teachers_used(teachers)
-        weights = self._ensemble_weights(x, len(used))
+        return self._steps(x, student, used, self._ensemble_weights(x, len(used)), steps, final_forward, observe,
+                           values)
+
+    def _steps(self, x: Tensor, student: nn.Module, used: list[nn.Module], weights: Tensor | None, steps: int,
+               final_forward: bool, observe: Observer | None, values: list[Tensor] | None,
+               loss_scale: float = 1.0) -> Tensor:
+        """The input steps from `x` against the target of `used` (see `perturb`); the gradient is that of
+        -disagreement * loss_scale."""
         x_adv = x.detach().clone().requires_grad_(True)
         stepper = _InputStep(self.optimizer, x_adv, self.lr)
         low = high = None
@@ -323,8 +417,8 @@ class DisagreementAugmentation:
                 x_in = x_adv.view_as(x_adv)
                 student_logits = student(x_in)
                 target_logits = self._target_logits(x_in, used, weights)
-                value = disagreement_score(student_logits, target_logits, self.objective, self.temperature)
-                grad = _input_gradient(-value, x_adv, fp16)
+                value = self.score(student_logits, target_logits)
+                grad = _input_gradient(-value if loss_scale == 1.0 else -value * loss_scale, x_adv, fp16)
                 if values is not None:
                     values.append(value.detach())
                 if observe is not None:
@@ -341,7 +435,7 @@ class DisagreementAugmentation:
                     student_logits = student(x_in)
                     target_logits = self._target_logits(x_in, used, weights)
                     if values is not None:
-                        values.append(disagreement_score(student_logits, target_logits, self.objective, self.temperature))
+                        values.append(self.score(student_logits, target_logits))
                     if observe is not None:
                         observe(steps, student_logits, target_logits)
         return x_adv.detach()

@@ -104,7 +104,9 @@ def build_dataclass(cls: type, values: dict, prefix: str, what: str = "here") ->
         if key not in fields:
             raise ConfigError(f"unknown config key '{dotted}'; valid keys {what}: {_section_keys(cls)}")
         registry = fields[key].metadata.get("registry")
-        if registry is not None:
+        if registry is not None and value is None and fields[key].metadata.get("optional"):
+            kwargs[key] = None
+        elif registry is not None:
             kwargs[key] = build_component(registry, value, dotted, default=fields[key].metadata["default"])
         else:
             kwargs[key] = _convert(value, hints[key], dotted)

@@ -20,6 +20,11 @@ def component(registry: Registry, default: str) -> Any:
                  metadata={"registry": registry, "default": default})
 
 
+def optional_component(registry: Registry) -> Any:
+    """Like `component`, but absent (None, or `null` in YAML) unless a config names one."""
+    return field(default=None, metadata={"registry": registry, "default": None, "optional": True})
+
+
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how batches are made."""
@@ -117,6 +122,7 @@ class DAConfig:
 
     OBJECTIVES = ("l1_mse", "kl", "mse")
     OPTIMIZERS = ("adam", "sign", "sgd")
+    SELECT_BY = ("largest", "smallest")
 
     enabled: bool = False
     steps: int = 1  # input optimisation steps per perturbed batch (paper: e = 1)
@@ -128,6 +134,8 @@ class DAConfig:
     clamp: list[float] | None = None  # [low, high] in [0, 1] pixel space; null = no clamp (paper)
     target: str | int = "mean"  # mean of the teachers' logits, a teacher index, or weighted (multi-teacher methods)
     after_every: int = 10  # measure the disagreement after the step on every n-th perturbed batch (0 = never)
+    select: float = 1.0  # fraction of a perturbed batch's samples that are moved (1 = all: the paper's DA)
+    select_by: str = "largest"  # largest | smallest: which clean-batch disagreement is selected when select < 1
 
     def check(self, prefix: str = "da") -> None:
         """Raise a ValueError naming the key (`da.prob`, ...) and what is valid when an option is out of range;
@@ -159,6 +167,12 @@ class DAConfig:
         if not _is_int(self.after_every) or self.after_every < 0:
             raise ValueError(f"{prefix}.after_every must be an integer >= 0 (0 = never measure the disagreement "
                              f"after the step), got {self.after_every!r}")
+        if not _is_number(self.select) or not 0.0 < self.select <= 1.0:
+            raise ValueError(f"{prefix}.select must be a number in (0, 1] (the fraction of a perturbed batch's samples "
+                             f"that are moved; 1 = all of them), got {self.select!r}")
+        if self.select_by not in self.SELECT_BY:
+            raise ValueError(f"{prefix}.select_by: {self.select_by!r} is not one of {', '.join(self.SELECT_BY)} "
+                             "(the samples of largest or smallest disagreement on the clean batch)")
 
 
 @dataclass

@@ -35,6 +35,8 @@ class TensorLoader:
     takes the rank-th of world_size equal contiguous slices of the epoch's permutation, padded by
     wrapping around so every rank has the same number of batches (as DistributedSampler does).
     pin_memory: pin the uint8 batch before a non-blocking copy (CUDA devices only).
+    with_indices: yield (x, y, index) instead, index the batch's positions in `dataset` (int64, on `device`):
+    for methods that keep per-sample state (CRD's memory bank). Off by default; the batches are the same.
     prep_threads: torch intra-op threads while a batch is assembled (restored before the batch is
     yielded; None leaves torch's setting). Batch ops are too small to gain from threads, and on a
     busy machine every multi-threaded op waits for a second core (measured 100x slower), so the
@@ -59,6 +61,7 @@ class TensorLoader:
         world_size: int = 1,
         pin_memory: bool = False,
         prep_threads: int | None = 1,
+        with_indices: bool = False,
     ) -> None:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -76,6 +79,7 @@ class TensorLoader:
         self.world_size = int(world_size)
         self.pin_memory = bool(pin_memory) and self.device.type == "cuda"
         self.prep_threads = prep_threads
+        self.with_indices = bool(with_indices)
         self.epoch = 0
         c = dataset.image_shape[0]
         std = torch.tensor(dataset.std, dtype=torch.float32).view(1, c, 1, 1)
@@ -114,12 +118,12 @@ class TensorLoader:
             order = order.repeat(math.ceil(total / n))[:total]
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         epoch = self.epoch
         self.epoch += 1
         return self._batches(epoch)
 
-    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self.indices(epoch)
         images, labels = self.dataset.images, self.dataset.labels
         if images.device.type != "cpu":
@@ -135,6 +139,8 @@ class TensorLoader:
             finally:
                 if torch.get_num_threads() != before:
                     torch.set_num_threads(before)
+            if self.with_indices:
+                batch = (*batch, idx.to(self.device))
             yield batch
 
     def _make_batch(

@@ -52,7 +52,7 @@ class ATOptions(Options):
             raise ValueError(f"{prefix}.stages is empty: name at least one stage, or null for every stage but the stem")
 
 
-@register_distiller("at", options=ATOptions, teachers=(1, 1))
+@register_distiller("at", options=ATOptions, teachers=(1, 1), features=True)
 class AT(Distiller):
     """Zagoruyko & Komodakis, "Paying More Attention to Attention: Improving the Performance of Convolutional
     Neural Networks via Attention Transfer", ICLR 2017.

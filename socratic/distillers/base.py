@@ -1,18 +1,48 @@
-"""The distiller contract: a student, frozen teachers, and any trainable extras; `METHODS` registers each method."""
+"""The distiller contract: a student, frozen teachers, and any trainable extras; `METHODS` registers each method.
+
+A method used in a plain PyTorch loop checks how it is used (`usage.py`): trainable extras that no stepped
+optimiser holds, or an epoch hook that was not called, raise `DistillerUsageError` on the next step. The run
+skeleton's `Trainer` optimises every trainable module and calls `on_epoch_end` itself, so it turns the checks off.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from socratic.context import TrainContext
+from socratic.context import KnownTeacherLogits, TrainContext
+from socratic.distillers.usage import UsageCheck
 from socratic.registry import METHODS, Options
 
-register_distiller = METHODS.register  # @register_distiller("kd", options=KDOptions, teachers=(1, 1))
+# @register_distiller("kd", options=KDOptions, teachers=(1, 1)); `features=True`: the method reads
+# forward_features() of its models (create_distiller wraps a plain nn.Module for it, socratic.models.external)
+register_distiller = METHODS.register
+
+
+def _checked_forward_train(forward_train: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(forward_train)
+    def forward_train_checked(self: "Distiller", x: Tensor, y: Tensor, ctx: TrainContext | None = None) -> Any:
+        if self.usage_checks:
+            self.usage_check.before_step(self, ctx)
+        return forward_train(self, x, y, ctx)
+
+    return forward_train_checked
+
+
+def _recorded_epoch_end(on_epoch_end: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(on_epoch_end)
+    def on_epoch_end_recorded(self: "Distiller", epoch: int) -> Any:
+        result = on_epoch_end(self, epoch)
+        self.usage_check.epoch_ended(epoch)
+        return result
+
+    return on_epoch_end_recorded
 
 
 class Distiller(nn.Module):
@@ -25,15 +55,30 @@ class Distiller(nn.Module):
 
     A method registers its class with its options dataclass and metadata `teachers=(min, max)` (max None: no
     upper bound); `from_options` builds it, by default passing every option as a keyword argument.
+
+    Used outside the run skeleton, every `forward_train` first checks the loop around it (`usage_checks`,
+    `socratic.distillers.usage`): a trainable extra (a regressor) that got gradients but is in no optimiser
+    that stepped the student, or an epoch hook (`on_epoch_end`, MTKD-RL's agent update) not called when
+    `ctx.epoch` changed, is a `DistillerUsageError`. The `Trainer` sets `usage_checks = False`.
     """
+
+    usage_checks: bool = True  # off in socratic.engine.trainer.Trainer, which cannot forget either
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward_train" in cls.__dict__:
+            cls.forward_train = _checked_forward_train(cls.__dict__["forward_train"])
+        if "on_epoch_end" in cls.__dict__:
+            cls.on_epoch_end = _recorded_epoch_end(cls.__dict__["on_epoch_end"])
 
     def __init__(self, student: nn.Module, teachers: nn.Module | Sequence[nn.Module] = ()) -> None:
         super().__init__()
         self.student = student
-        self.teachers = nn.ModuleList([teachers] if isinstance(teachers, nn.Module) else list(teachers))
+        self.teachers = nn.ModuleList(as_model_list(teachers))
         for teacher in self.teachers:
             teacher.requires_grad_(False)
             teacher.eval()
+        self._known_teacher_logits: KnownTeacherLogits | None = None
 
     @classmethod
     def from_options(cls, options: Options, student: nn.Module, teachers: Sequence[nn.Module]) -> "Distiller":
@@ -61,6 +106,30 @@ class Distiller(nn.Module):
         """Called by the trainer after the last step of `epoch` (1-indexed), before its metrics are read and
         the checkpoint is written: learning extras that update once per epoch (MTKD-RL's agent) do it here."""
 
+    @property
+    def needs_epoch_end(self) -> bool:
+        """Whether `on_epoch_end` does something (then a loop must call it after each epoch's last step)."""
+        return type(self).on_epoch_end is not Distiller.on_epoch_end
+
+    @property
+    def method_name(self) -> str:
+        """The registered name of this method (its class name if it is not registered), for messages."""
+        return next((e.name for e in METHODS.entries() if e.factory is type(self)), type(self).__name__)
+
+    @property
+    def usage_check(self) -> UsageCheck:
+        """The state of the usage checks (created on first use)."""
+        check = self.__dict__.get("_usage_check")
+        if check is None:
+            check = self.__dict__["_usage_check"] = UsageCheck()
+        return check
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters beyond the student's that the loop's optimiser must update (the extras in
+        `trainable_modules`): `optimizer.add_param_group({"params": distiller.extra_parameters()})`."""
+        return [p for name, m in self.trainable_modules().items() if name != "student"
+                for p in m.parameters() if p.requires_grad]
+
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules beyond the student (regressors, agents): checkpointed with it, and optimised with
         it unless `trainable_modules` leaves them out (a module with its own optimizer, e.g. an RL agent)."""
@@ -70,14 +139,40 @@ class Distiller(nn.Module):
         """The modules whose parameters the trainer's optimizer updates."""
         return {"student": self.student, **self.extra_modules()}
 
+    def optimizer_groups(self) -> dict[str, list[nn.Module]]:
+        """The trainable modules by optimiser: the trainer builds one optimiser (of `optim`) per entry, steps each
+        on every batch and checkpoints each. One group for a teacher -> student method; one per peer for DML."""
+        return {"student": list(self.trainable_modules().values())}
+
+    def evaluated_models(self) -> dict[str, nn.Module]:
+        """Models evaluated beside the student each time it is (DML's other peers), by name; {} by default."""
+        return {}
+
+    def bind_train_set(self, labels: Tensor) -> None:
+        """Called once before training (and before a resume restores the state) with the training set's labels
+        by dataset index, for a method that keeps per-sample state (CRD's memory bank); nothing by default."""
+
     @property
     def teacher(self) -> nn.Module:
         return self.teachers[0]
 
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
-        """The (single) teacher's logits; no graph is kept."""
-        return self.teacher(x)
+        """The (single) teacher's logits; no graph is kept. Rows whose logits the step already knows
+        (`known_teacher_logits`, adaptive DA) are not recomputed."""
+        known = self._known_teacher_logits
+        logits = known.complete(self.teacher, x) if known is not None else None
+        return self.teacher(x) if logits is None else logits
+
+    @contextlib.contextmanager
+    def known_teacher_logits(self, known: KnownTeacherLogits | None) -> Iterator[None]:
+        """For the duration, `teacher_logits(x)` reuses `known` when x is its batch (the trainer's step wraps
+        `forward_train` in it); None changes nothing."""
+        self._known_teacher_logits = known
+        try:
+            yield
+        finally:
+            self._known_teacher_logits = None
 
 
 def list_distillers() -> list[str]:
@@ -92,18 +187,33 @@ def method_options(name: str, **values: Any) -> Options:
     return options
 
 
+def as_model_list(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    """One module or several as a list: an `nn.Sequential` (or any module) is one model, an `nn.ModuleList` a
+    list of models."""
+    if isinstance(models, nn.Module) and not isinstance(models, nn.ModuleList):
+        return [models]
+    return list(models)
+
+
 def create_distiller(method: Options | str, student: nn.Module, teachers: nn.Module | Sequence[nn.Module] = (),
-                     **values: Any) -> Distiller:
-    """Build a registered method around an existing student and teachers.
+                     *, input_shape: Sequence[int] | None = None, **values: Any) -> Distiller:
+    """Build a registered method around an existing student and teachers (any `nn.Module`s).
 
     `method` is the method's options (a config's `method` section) or its name, whose defaults `values`
-    replace: `create_distiller("kd", student, teacher, temperature=2)`.
+    replace: `create_distiller("kd", student, teacher, temperature=2)`. A method registered with
+    `features=True` reads `forward_features()`: a model without it is wrapped in
+    `socratic.models.external.HookedModel` with its stages found automatically (`as_feature_model`;
+    `input_shape` (C, H, W) is the size of its probe forward, else taken from the other models or inferred).
     """
     options = method_options(method, **values) if isinstance(method, str) else method
     entry = METHODS.get(options.name)
-    teachers = [teachers] if isinstance(teachers, nn.Module) else list(teachers)
+    teachers = as_model_list(teachers)
     low, high = entry.meta.get("teachers", (0, 0))
     if len(teachers) < low or (high is not None and len(teachers) > high):
         need = f"{low}" if high == low else (f">= {low}" if high is None else f"{low} to {high}")
         raise ValueError(f"method '{entry.name}' takes {need} teacher(s), got {len(teachers)}")
+    if entry.meta.get("features"):
+        from socratic.models.external import as_feature_models
+
+        student, *teachers = as_feature_models([student, *teachers], input_shape)
     return entry.factory.from_options(options, student, teachers)

@@ -34,6 +34,18 @@ def dist_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float
     return temperature**2 * (beta * inter + gamma * intra)
 
 
+def dist_loss_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0,
+                         beta: float = 1.0, gamma: float = 1.0) -> Tensor:
+    """DIST split over the samples, (B,): tau^2 * (beta * (1 - the sample's inter-class correlation) + gamma *
+    intra), the intra-class term (a correlation across the batch, one number) the same for every sample; its
+    mean is `dist_loss`. fp32."""
+    y_s = F.softmax(student_logits.float() / temperature, dim=1)
+    y_t = F.softmax(teacher_logits.float() / temperature, dim=1)
+    inter = 1.0 - pearson_rows(y_s, y_t)
+    intra = 1.0 - pearson_rows(y_s.t(), y_t.t()).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
 @dataclass
 class DISTOptions(Options):
     """`method: {name: dist, ...}`; defaults are the reference CIFAR config (`dist_cifar.yaml`: dist_t4, CE 1,
@@ -51,7 +63,15 @@ class DISTOptions(Options):
         self.require_non_negative(prefix, "ce_weight", "kd_weight", "beta", "gamma")
 
 
-@register_distiller("dist", options=DISTOptions, teachers=(1, 1))
+def dist_per_teacher_loss(options: DISTOptions, logits: Tensor, teacher_logits: Tensor, target: Tensor,
+                          ctx: TrainContext | None) -> Tensor:
+    """DIST's term of each sample against one teacher, (B,): kd_weight * `dist_loss_per_sample`; the per-teacher
+    loss of the multi-teacher methods (a sample's weight scales its inter-class term and its share of intra)."""
+    return options.kd_weight * dist_loss_per_sample(logits, teacher_logits, options.temperature, options.beta,
+                                                    options.gamma)
+
+
+@register_distiller("dist", options=DISTOptions, teachers=(1, 1), per_teacher_loss=dist_per_teacher_loss)
 class DIST(Distiller):
     """Huang, You, Wang, Qian & Xu, "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022.
 

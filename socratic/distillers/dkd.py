@@ -15,9 +15,9 @@ from socratic.losses import cross_entropy, standardize_logits
 from socratic.registry import Options
 
 
-def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0
-              ) -> tuple[Tensor, Tensor]:
-    """(TCKD, NCKD) of Zhao et al. 2022, each T^2 * KL summed over its classes and averaged over the batch.
+def dkd_terms_per_sample(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0
+                         ) -> tuple[Tensor, Tensor]:
+    """(TCKD, NCKD) of each sample, shape (B,) each: T^2 * KL summed over its classes (Zhao et al. 2022).
 
     TCKD: KL between the binary (target, all non-target) probabilities of teacher and student; NCKD: KL between
     the distributions over the non-target classes, the target removed by subtracting 1000 from its tempered logit
@@ -29,10 +29,17 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, te
     p_s, p_t = F.softmax(s, dim=1), F.softmax(t, dim=1)
     b_s = torch.stack([(p_s * gt).sum(1), (p_s * (1 - gt)).sum(1)], dim=1)
     b_t = torch.stack([(p_t * gt).sum(1), (p_t * (1 - gt)).sum(1)], dim=1)
-    batch = s.shape[0]
-    tckd = F.kl_div(torch.log(b_s), b_t, reduction="sum") / batch
-    nckd = F.kl_div(F.log_softmax(s - 1000.0 * gt, dim=1), F.softmax(t - 1000.0 * gt, dim=1), reduction="sum") / batch
+    tckd = F.kl_div(torch.log(b_s), b_t, reduction="none").sum(1)
+    nckd = F.kl_div(F.log_softmax(s - 1000.0 * gt, dim=1), F.softmax(t - 1000.0 * gt, dim=1),
+                    reduction="none").sum(1)
     return tckd * temperature**2, nckd * temperature**2
+
+
+def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0
+              ) -> tuple[Tensor, Tensor]:
+    """(TCKD, NCKD) of Zhao et al. 2022 averaged over the batch (`dkd_terms_per_sample`; the reference's sum / B)."""
+    tckd, nckd = dkd_terms_per_sample(student_logits, teacher_logits, target, temperature)
+    return tckd.mean(), nckd.mean()
 
 
 def warmup_factor(ctx: TrainContext, warmup_epochs: int) -> float:
@@ -60,7 +67,19 @@ class DKDOptions(Options):
             raise ValueError(f"{prefix}.standardize must be true or false, got {self.standardize!r}")
 
 
-@register_distiller("dkd", options=DKDOptions, teachers=(1, 1))
+def dkd_per_teacher_loss(options: DKDOptions, logits: Tensor, teacher_logits: Tensor, target: Tensor,
+                         ctx: TrainContext | None) -> Tensor:
+    """DKD's distillation term of each sample against one teacher, (B,): min(epoch / warmup, 1) * (alpha * TCKD +
+    beta * NCKD), on standardised logits with `standardize`; the per-teacher loss of the multi-teacher methods."""
+    if ctx is None:
+        raise ValueError("DKD's warm-up needs the training context (a socratic.context.TrainContext)")
+    s, t = (standardize_logits(logits), standardize_logits(teacher_logits)) if options.standardize else (
+        logits, teacher_logits)
+    tckd, nckd = dkd_terms_per_sample(s, t, target, options.temperature)
+    return warmup_factor(ctx, options.warmup_epochs) * (options.alpha * tckd + options.beta * nckd)
+
+
+@register_distiller("dkd", options=DKDOptions, teachers=(1, 1), per_teacher_loss=dkd_per_teacher_loss)
 class DKD(Distiller):
     """Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR 2022.
 

@@ -43,7 +43,7 @@ class HintRegressor(nn.Module):
         return x
 
 
-@register_distiller("fitnet", options=FitNetOptions, teachers=(1, 1))
+@register_distiller("fitnet", options=FitNetOptions, teachers=(1, 1), features=True)
 class FitNet(Distiller):
     """Romero et al. 2015, "FitNets: Hints for Thin Deep Nets".
 

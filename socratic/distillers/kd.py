@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller, register_distiller
-from socratic.losses import cross_entropy, kd_loss, standardize_logits
+from socratic.losses import cross_entropy, kd_loss, kd_loss_per_sample, standardize_logits
 from socratic.registry import Options
 
 
@@ -30,7 +30,16 @@ class KDOptions(Options):
             raise ValueError(f"{prefix}.standardize must be true or false, got {self.standardize!r}")
 
 
-@register_distiller("kd", options=KDOptions, teachers=(1, 1))
+def kd_per_teacher_loss(options: KDOptions, logits: Tensor, teacher_logits: Tensor, target: Tensor,
+                        ctx: TrainContext | None) -> Tensor:
+    """KD's distillation term of each sample against one teacher, (B,): kd_weight * T^2 * KL, on standardised
+    logits with `standardize`; the per-teacher loss of the multi-teacher methods."""
+    s, t = (standardize_logits(logits), standardize_logits(teacher_logits)) if options.standardize else (
+        logits, teacher_logits)
+    return options.kd_weight * kd_loss_per_sample(s, t, options.temperature)
+
+
+@register_distiller("kd", options=KDOptions, teachers=(1, 1), per_teacher_loss=kd_per_teacher_loss)
 class KD(Distiller):
     """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
 

@@ -50,7 +50,7 @@ class PKTOptions(Options):
         self.require_positive(prefix, "eps")
 
 
-@register_distiller("pkt", options=PKTOptions, teachers=(1, 1))
+@register_distiller("pkt", options=PKTOptions, teachers=(1, 1), features=True)
 class PKT(Distiller):
     """Passalis & Tefas, "Learning Deep Representations with Probabilistic Knowledge Transfer", ECCV 2018.
 

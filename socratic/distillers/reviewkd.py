@@ -98,6 +98,7 @@ class ReviewKDOptions(Options):
     embedding: bool = True  # add the pooled embedding (as a 1x1 map) as the deepest level
     mid_channels: int | None = None  # the ABFs' shared width; null = min(512, the deepest student level's channels)
     pool_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # HCL's pyramid of pooled sizes
+    teacher_preact: bool = True  # the teacher's stage targets before their final ReLU (the reference); false: after
 
     def check(self, prefix: str) -> None:
         self.require_non_negative(prefix, "ce_weight", "reviewkd_weight", "warmup_epochs")
@@ -106,15 +107,18 @@ class ReviewKDOptions(Options):
             raise ValueError(f"{prefix}.stages is empty: name at least one stage, or null for every stage but the stem")
         if any(not isinstance(size, int) or size < 1 for size in self.pool_levels):
             raise ValueError(f"{prefix}.pool_levels must be positive integers, got {self.pool_levels}")
+        if not isinstance(self.teacher_preact, bool):
+            raise ValueError(f"{prefix}.teacher_preact must be true or false, got {self.teacher_preact!r}")
 
 
-@register_distiller("reviewkd", options=ReviewKDOptions, teachers=(1, 1))
+@register_distiller("reviewkd", options=ReviewKDOptions, teachers=(1, 1), features=True)
 class ReviewKD(Distiller):
     """Chen, Liu, Zhao & Jia, "Distilling Knowledge via Knowledge Review", CVPR 2021.
 
     The student's levels (the chosen stages, shallow to deep, then the pooled embedding as a 1x1 map) are reviewed
     deepest first: each ABF fuses its level with the residual of the deeper one and predicts the teacher's map of
-    the same level (its channels, nearest-resized to its size). loss = ce_weight * CE + reviewkd_weight *
+    the same level (its channels, nearest-resized to its size; the teacher's stage maps before their final ReLU,
+    as the reference's `preact_feats`, unless `teacher_preact` is false). loss = ce_weight * CE + reviewkd_weight *
     min(epoch / warmup_epochs, 1) * sum_levels HCL(ABF output, teacher map), HCL the MSE of the maps plus the
     MSEs of their 4x4, 2x2 and 1x1 average-pooled versions (those smaller than the map), weighted 1, 1/2, 1/4, 1/8
     and normalised by the weights' sum. The warm-up comes from `ctx.epoch`, so it is exact on resume. The ABFs
@@ -124,8 +128,13 @@ class ReviewKD(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module | Sequence[nn.Module], ce_weight: float = 1.0,
                  reviewkd_weight: float = 5.0, warmup_epochs: int = 20, stages: Sequence[int] | None = None,
                  embedding: bool = True, mid_channels: int | None = None,
-                 pool_levels: Sequence[int] = (4, 2, 1)) -> None:
+                 pool_levels: Sequence[int] = (4, 2, 1), teacher_preact: bool = True) -> None:
         super().__init__(student, teacher)
+        if teacher_preact and not getattr(self.teacher, "preact_taps", False):
+            raise ValueError(f"method.teacher_preact: the teacher {type(self.teacher).__name__} gives no pre-ReLU "
+                             "stage maps (zoo models with preact_taps: the CIFAR ResNets, the VGGs, ShuffleV2); set "
+                             "teacher_preact: false to distil into its post-ReLU stages")
+        self.teacher_preact = teacher_preact
         self.stages = select_stages(stages, student, self.teacher, "reviewkd")
         for role, model in (("student", student), ("teacher", self.teacher)):
             absolute = [i % len(model.stage_channels) for i in self.stages]
@@ -153,8 +162,9 @@ class ReviewKD(Distiller):
         """min(epoch / warmup_epochs, 1), epochs counted from 1 (mdistiller's; 1 without a warm-up)."""
         return 1.0 if self.warmup_epochs <= 0 else min(ctx.epoch / self.warmup_epochs, 1.0)
 
-    def _levels(self, features) -> list[Tensor]:
-        levels = [features.stages[i] for i in self.stages]
+    def _levels(self, features, preact: bool = False) -> list[Tensor]:
+        maps = features.preact_stages if preact else features.stages
+        levels = [maps[i] for i in self.stages]
         if self.embedding:
             levels.append(_as_map(features.embedding))
         for index, level in zip(self.stages, levels):
@@ -179,7 +189,7 @@ class ReviewKD(Distiller):
                              "socratic.context.TrainContext")
         features = self.student.forward_features(x)
         with torch.no_grad():
-            targets = self._levels(self.teacher.forward_features(x))
+            targets = self._levels(self.teacher.forward_features(x, preact=self.teacher_preact), self.teacher_preact)
         outputs = self.review(self._levels(features), [tuple(t.shape[-2:]) for t in targets])
         factor = self.warmup_factor(ctx)
         return features.logits, {

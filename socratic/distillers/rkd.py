@@ -76,7 +76,7 @@ class RKDOptions(Options):
         self.require_positive(prefix, "eps")
 
 
-@register_distiller("rkd", options=RKDOptions, teachers=(1, 1))
+@register_distiller("rkd", options=RKDOptions, teachers=(1, 1), features=True)
 class RKD(Distiller):
     """Park, Kim, Lu & Cho, "Relational Knowledge Distillation", CVPR 2019.
 

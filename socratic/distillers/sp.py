@@ -45,7 +45,7 @@ class SPOptions(Options):
         self.require_non_negative(prefix, "ce_weight", "sp_weight")
 
 
-@register_distiller("sp", options=SPOptions, teachers=(1, 1))
+@register_distiller("sp", options=SPOptions, teachers=(1, 1), features=True)
 class SP(Distiller):
     """Tung & Mori, "Similarity-Preserving Knowledge Distillation", ICCV 2019.
 

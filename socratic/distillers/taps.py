@@ -72,6 +72,8 @@ def require_embeddings(method: str, *models: tuple[str, nn.Module]) -> None:
     """A ValueError naming the method when a model offers no `forward_features().embedding` (its pooled vector)."""
     for role, model in models:
         if not hasattr(model, "forward_features") or not getattr(model, "embedding_dim", None):
+            inner = getattr(model, "model", None)  # a HookedModel or Teacher: name the model inside
+            name = type(model).__name__ + (f" of {type(inner).__name__}" if isinstance(inner, nn.Module) else "")
             raise ValueError(f"method.name '{method}' needs a {role} with an embedding (forward_features and "
-                             f"embedding_dim: a socratic zoo model or an external one wrapped by the zoo); "
-                             f"{type(model).__name__} has none")
+                             f"embedding_dim: a socratic zoo model, or any model whose classifier is an nn.Linear, "
+                             f"whose input is the embedding); {name} has none")

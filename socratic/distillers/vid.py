@@ -80,7 +80,7 @@ class VIDOptions(Options):
             raise ValueError(f"{prefix}.stages is empty: name at least one stage, or null for every stage but the stem")
 
 
-@register_distiller("vid", options=VIDOptions, teachers=(1, 1))
+@register_distiller("vid", options=VIDOptions, teachers=(1, 1), features=True)
 class VID(Distiller):
     """Ahn, Hu, Damianou, Lawrence & Dai, "Variational Information Distillation for Knowledge Transfer", CVPR 2019.
 

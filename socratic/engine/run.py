@@ -35,7 +35,9 @@ API
     ``metrics[score_key]`` beats the best so far -> one line of ``metrics.jsonl`` (+ TensorBoard) ->
     ``last.pt`` -> ``epoch_line`` printed -> epoch callbacks ``(epoch, metrics)`` (they may raise to stop the
     run, e.g. optuna.TrialPruned; the folder keeps the epochs done). At the end ``summary(history,
-    wall_time)`` goes to ``summary.json``. A rich progress bar (epochs and steps, ETA, running loss) is shown
+    wall_time)`` goes to ``summary.json``. TensorBoard (``tb/``) gets every epoch metric under a grouped tag
+    (``train/…``, ``val/…``, ``da/…``; `engine.logger.tensorboard_tag`), ``train/step_loss`` after each step
+    and the config as hyperparameters, all on the global-step axis (``global_step`` is kept in ``last.pt``). A rich progress bar (epochs and steps, ETA, running loss) is shown
     when ``progress``. A `NonFiniteLossError` raised by the kind is re-raised with the last good checkpoint
     named (or, when there is none, the empty run folder removed).
     ``last.pt`` holds the kind's ``state_dict()`` plus the skeleton's ``epoch``, ``rng``
@@ -507,8 +509,10 @@ class RunFolder:
 class StepProgress:
     """The steps of one epoch: a bar with speed, running loss and ETA; `step()` runs the step callbacks."""
 
-    def __init__(self, progress: Progress, epoch: int, epochs: int, callbacks: list[StepCallback]) -> None:
+    def __init__(self, progress: Progress, epoch: int, epochs: int, callbacks: list[StepCallback],
+                 on_step: Callable[[float | None], None] | None = None) -> None:
         self.progress, self.epoch, self.epochs, self.callbacks = progress, epoch, epochs, callbacks
+        self.on_step = on_step  # the skeleton's per-step logging (TensorBoard), before the callbacks
         self.task: TaskID | None = None
         self.steps = 0
         self.unit = "step"
@@ -547,6 +551,8 @@ class StepProgress:
         running = f"loss {self._loss_sum / self._loss_count:.4g}" if self._loss_count else ""
         self.progress.update(self.task, advance=1, speed=speed, loss=running)
         step, self.steps = self.steps, self.steps + 1
+        if self.on_step is not None:
+            self.on_step(loss)
         for callback in self.callbacks:
             callback(self.epoch, step)
 
@@ -578,6 +584,8 @@ class Run:
         self.best_score = -math.inf
         self.best_epoch: int | None = None
         self.saved_epoch: int | None = None  # epoch of the last.pt on disk (None: none yet)
+        self.global_step = 0  # optimiser steps so far (StepProgress.step calls), TensorBoard's x axis
+        self._logger: RunLogger | None = None
 
     @property
     def is_main(self) -> bool:
@@ -617,7 +625,7 @@ class Run:
     # ---------------------------------------------------------------------------------------- the skeleton
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         state = self.state_dict()
-        state.update(epoch=epoch, rng=rng_state(), resolved=self.resolved(),
+        state.update(epoch=epoch, rng=rng_state(), resolved=self.resolved(), global_step=self.global_step,
                      best={"score": self.best_score, "epoch": self.best_epoch})
         return state
 
@@ -634,6 +642,7 @@ class Run:
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"]) + 1
         self.saved_epoch = int(state["epoch"])
+        self.global_step = int(state.get("global_step", 0))  # 0: a last.pt from before per-step logging
         if self.is_main:
             self.folder.record_changes(self.saved_epoch)
 
@@ -661,8 +670,11 @@ class Run:
             if self.folder.resume:
                 self._resume()
             if self.is_main:
-                logger = RunLogger(self.folder.path, self.tensorboard, start_epoch=self.start_epoch)
+                logger = RunLogger(self.folder.path, self.tensorboard, start_step=self.global_step)
                 logger.truncate_after(self.start_epoch - 1)
+                if self.saved_epoch is None:
+                    logger.log_hparams(self.folder.config, [k for k in (self.score_key, self.best_key) if k])
+                self._logger = logger
                 resumed = f", resumed after epoch {self.saved_epoch}" if self.saved_epoch is not None else ""
                 self.console.print(f"run folder {self.folder.path}{resumed}", highlight=False, soft_wrap=True)
             wall_start = time.perf_counter()
@@ -682,6 +694,7 @@ class Run:
         finally:
             if logger is not None:
                 logger.close()
+                self._logger = None
             if self.is_main:
                 self.folder.close()
 
@@ -700,7 +713,7 @@ class Run:
         with self._progress() as progress:
             overall = progress.add_task("run", total=self.epochs, completed=self.start_epoch - 1, speed="", loss="")
             for epoch in range(self.start_epoch, self.epochs + 1):
-                steps = StepProgress(progress, epoch, self.epochs, self.step_callbacks)
+                steps = StepProgress(progress, epoch, self.epochs, self.step_callbacks, on_step=self._log_step)
                 try:
                     metrics: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch, steps)}
                 finally:
@@ -710,7 +723,7 @@ class Run:
                     metrics.update(evaluated)
                     self._update_best(epoch, metrics)
                 if self.is_main:
-                    logger.log_epoch(metrics)
+                    logger.log_epoch(metrics, global_step=self.global_step)
                     self.folder.save_checkpoint(self._checkpoint(epoch), "last", resume_hint=self._resume_hint())
                     line = self.epoch_line(metrics)
                     if line:
@@ -720,6 +733,12 @@ class Run:
                 distributed.barrier()  # the others wait until rank 0 has written the epoch
                 for callback in self.epoch_callbacks:
                     callback(epoch, metrics)
+
+    def _log_step(self, loss: float | None) -> None:
+        """After each optimiser step: count it and write `train/step_loss` to TensorBoard (rank 0)."""
+        self.global_step += 1
+        if self._logger is not None and loss is not None and math.isfinite(loss):
+            self._logger.log_step({"train/step_loss": loss}, self.global_step)
 
     def _update_best(self, epoch: int, metrics: dict[str, Any]) -> None:
         if self.score_key is None or self.score_key not in metrics:

@@ -4,7 +4,7 @@ top-1, and what best.pt / last.pt / summary.json hold. The loop, run folder and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +22,43 @@ from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolde
 from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision
 
 # A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
-# x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset.
+# x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset; optional
+# `known_teacher_logits()` -> socratic.context.KnownTeacherLogits | None for the batch it just returned.
 Augmentation = Callable[[torch.Tensor, torch.nn.Module, Any], torch.Tensor]
 LossCheck = Callable[[torch.Tensor, dict[str, torch.Tensor]], None]
 
 
 def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: TrainContext,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, *, precision: str = "fp32",
+               optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], scaler: torch.amp.GradScaler, *,
+               precision: str = "fp32",
                augmentation: Augmentation | None = None, forward: Callable[..., Any] | None = None,
                check_loss: LossCheck | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimiser step of a distiller (the only copy: the Trainer and `socratic bench` use it).
 
     `augmentation` transforms the batch inside the same autocast (the distiller recomputes the teachers'
-    logits on the new batch; CE keeps the labels); `forward` replaces `distiller.forward_train` (the DDP
+    logits on the new batch; CE keeps the labels; teacher logits the augmentation already has for rows it left
+    unchanged, its `known_teacher_logits()`, are reused); `forward` replaces `distiller.forward_train` (the DDP
     wrapper under torchrun); `check_loss(loss, losses)` may raise before the backward (the NaN stop).
-    Returns the logits and the named losses.
+    `optimizer` may be several (DML's one per peer): all are zeroed, and each is stepped after the one backward
+    of the summed losses. Returns the logits and the named losses.
     """
     with autocast(x.device, precision):
+        known = None
         if augmentation is not None:
             x = augmentation(x, distiller.student, distiller.teachers)
-        logits, losses = (forward or distiller.forward_train)(x, y, ctx)
+            known = getattr(augmentation, "known_teacher_logits", None)
+            known = known() if known is not None else None
+        with distiller.known_teacher_logits(known):
+            logits, losses = (forward or distiller.forward_train)(x, y, ctx)
     loss = sum(losses.values())
     if check_loss is not None:
         check_loss(loss, losses)
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    scaler.step(optimizer)
+    for opt in optimizers:
+        scaler.step(opt)
     scaler.update()
     return logits, losses
 
@@ -89,6 +100,9 @@ class Trainer(Run):
         if self.dist.enabled and runtime.sync_bn:
             distributed.convert_sync_batchnorm(distiller)
         self.distiller = distiller.to(device)
+        # This loop optimises every trainable module and calls on_epoch_end: the checks for a user's own loop
+        # (socratic.distillers.usage) can never fire here, so they do not run at all.
+        self.distiller.usage_checks = False
         self.augmentation = augmentation
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -96,8 +110,11 @@ class Trainer(Run):
         self.meta = meta or {}
         if runtime.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
-        params = [p for m in distiller.trainable_modules().values() for p in m.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, config.optim)
+        # one optimiser per group of trainable modules (a single group but for DML's peers)
+        self.optimizers = {name: build_optimizer([p for m in modules for p in m.parameters() if p.requires_grad],
+                                                 config.optim)
+                           for name, modules in distiller.optimizer_groups().items()}
+        self.optimizer = next(iter(self.optimizers.values()))
         self.scaler = grad_scaler(device, runtime.precision)
         # DDP around the trainable modules only (teachers are frozen): rank 0's weights are broadcast here.
         self.ddp = (distributed.wrap_distiller(self.distiller, device,
@@ -119,6 +136,8 @@ class Trainer(Run):
             "model": self.distiller.student.state_dict(),
             "extra": {name: m.state_dict() for name, m in self.distiller.extra_modules().items()},
             "optimizer": self.optimizer.state_dict(),
+            **({"optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()}}
+               if len(self.optimizers) > 1 else {}),
             "scaler": self.scaler.state_dict(),
             "scheduler": {"lr": self.lr},
             "best_top1": self.best_score,
@@ -129,7 +148,11 @@ class Trainer(Run):
         self.distiller.student.load_state_dict(state["model"])
         for name, module in self.distiller.extra_modules().items():
             module.load_state_dict(state["extra"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if len(self.optimizers) > 1:
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
 
     def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +161,8 @@ class Trainer(Run):
 
     # ------------------------------------------------------------------------------------------ the epoch
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        self.lr = set_epoch_lr(self.optimizer, epoch, self.config.optim)
+        for opt in self.optimizers.values():
+            self.lr = set_epoch_lr(opt, epoch, self.config.optim)
         metrics: dict[str, Any] = {"lr": self.lr, **self._train_epoch(epoch, steps)}
         self.distiller.on_epoch_end(epoch)  # e.g. MTKD-RL's agent update, before metrics and last.pt
         metrics.update(self._method_metrics())
@@ -165,9 +189,11 @@ class Trainer(Run):
         steps_per_epoch = len(self.train_loader)
         steps.start(steps_per_epoch, unit="img")
         start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            ctx = TrainContext(epoch, step, self.config.optim.epochs, steps_per_epoch)
-            logits, losses = train_step(self.distiller, x, y, ctx, self.optimizer, self.scaler,
+        optimizers = list(self.optimizers.values())
+        for step, (x, y, *indices) in enumerate(self.train_loader):  # indices: for a method that asked for them
+            ctx = TrainContext(epoch, step, self.config.optim.epochs, steps_per_epoch,
+                               indices=indices[0] if indices else None)
+            logits, losses = train_step(self.distiller, x, y, ctx, optimizers, self.scaler,
                                         precision=self.config.runtime.precision, augmentation=self.augmentation,
                                         forward=self.ddp, check_loss=self._check_finite(epoch, step))
             step_loss = 0.0
@@ -210,18 +236,27 @@ class Trainer(Run):
                 for key, values in merged.items()}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, float] | None:
-        """`val_top1`, `val_top5`, `val_loss` every `runtime.eval_every` epochs and at the last (else None)."""
+        """`val_top1`, `val_top5`, `val_loss` every `runtime.eval_every` epochs and at the last (else None); with
+        the distiller's `evaluated_models()` (DML's peers) also `val_<name>_top1/top5/loss` of each, and
+        `val_max_top1`, the best top-1 of the student and those models this epoch."""
         if epoch != self.epochs and epoch % self.config.runtime.eval_every != 0:
             return None
-        return {f"val_{k}": v for k, v in self._evaluate().items()}
+        metrics = {f"val_{k}": v for k, v in self._evaluate().items()}
+        others = self.distiller.evaluated_models()
+        for name, model in others.items():
+            metrics.update({f"val_{name}_{k}": v for k, v in self._evaluate(model).items()})
+        if others:
+            metrics["val_max_top1"] = max([metrics["val_top1"], *(metrics[f"val_{n}_top1"] for n in others)])
+        return metrics
 
-    def _evaluate(self) -> dict[str, float]:
+    def _evaluate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
         """Top-1/top-5/loss on the validation loader; under torchrun each rank counts its shard (padding
         excluded) and the counts are summed, after rank 0's buffers (BatchNorm statistics) are broadcast so
-        every rank evaluates the model that rank 0 checkpoints."""
+        every rank evaluates the model that rank 0 checkpoints. `model`: another than the student (a DML peer)."""
         precision = self.config.runtime.precision
+        model = self.distiller if model is None else model
         if not self.dist.enabled:
-            return accuracy_from_counts(evaluate_counts(self.distiller, self.val_loader, self.device, precision))
+            return accuracy_from_counts(evaluate_counts(model, self.val_loader, self.device, precision))
         for module in self.distiller.trainable_modules().values():
             for buffer in module.buffers():
                 distributed.broadcast_tensor_(buffer)
@@ -229,7 +264,7 @@ class Trainer(Run):
         loader_world = getattr(self.val_loader, "world_size", 1)
         if loader_world > 1:
             limit = distributed.shard_valid_count(len(self.val_loader.dataset), self.val_loader.rank, loader_world)
-        counts = evaluate_counts(self.distiller, self.val_loader, self.device, precision, max_samples=limit)
+        counts = evaluate_counts(model, self.val_loader, self.device, precision, max_samples=limit)
         keys = sorted(counts)
         summed = distributed.all_reduce_tensor(torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64))
         return accuracy_from_counts(dict(zip(keys, summed.tolist())))
@@ -264,6 +299,11 @@ class Trainer(Run):
             "peak_memory_mb": max(m.get("peak_memory_mb", 0.0) for m in history),
             "wall_time_this_session": wall_time,
         }
+        others = self.distiller.evaluated_models()
+        if others:  # DML: each peer's best and last top-1, and the best of all models
+            summary["peers"] = {name: {"best_top1": max(m[f"val_{name}_top1"] for m in evaluated),
+                                       "last_top1": final[f"val_{name}_top1"]} for name in others}
+            summary["best_max_top1"] = max(m["val_max_top1"] for m in evaluated)
         return summary
 
     def epoch_line(self, metrics: dict[str, Any]) -> str:

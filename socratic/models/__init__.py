@@ -7,7 +7,7 @@
 
 from .features import FeatureModel, Features
 from .registry import create_model, list_models, register_model
-from .summary import count_flops, count_parameters, describe_models
+from .summary import count_call_flops, count_flops, count_parameters, describe_models
 
 # The architectures register themselves with socratic.registry.MODELS when first looked up (discovery).
 
@@ -18,6 +18,7 @@ __all__ = [
     "list_models",
     "register_model",
     "count_parameters",
+    "count_call_flops",
     "count_flops",
     "describe_models",
 ]

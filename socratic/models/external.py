@@ -12,12 +12,18 @@ wrap it in :class:`HookedModel`, which exposes ``forward_features`` /
 * embedding: the input of the final classifier layer (a forward pre-hook),
   flattened to ``(B, D)``;
 * channels: measured by one dummy forward at construction.
+
+Any other ``nn.Module`` gets the same API from :func:`as_feature_model`: its
+stages are found by one probe forward (:func:`find_feature_layers`: the last
+module output at each spatial resolution), at an input shape taken from the
+model (``input_shape``), its first layer, or a few probe sizes
+(:func:`infer_input_shape`), not assumed to be 224 x 224.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,9 +79,14 @@ class HookedModel(nn.Module):
             whose outputs are ``Features.stages``, shallow to deep.
         classifier: name of the final classifier module; default: timm's
             ``get_classifier()`` when available, else the last ``nn.Linear``.
-        input_size: ``(C, H, W)`` of the dummy forward that measures channels.
+        input_size: ``(C, H, W)`` of the dummy forward that measures channels;
+            None: :func:`infer_input_shape` (the model's own ``input_shape``,
+            its first layer, or the first of a few probe sizes that runs).
         expand_gray: repeat a 1-channel input to 3 channels (for models that
             only take RGB, e.g. torchvision's).
+        require_classifier: False: a model without a findable classifier
+            gets no embedding (``embedding_dim`` None; methods that need one
+            say so) instead of an error.
     """
 
     def __init__(
@@ -83,8 +94,9 @@ class HookedModel(nn.Module):
         model: nn.Module,
         feature_layers: Sequence[str],
         classifier: str | None = None,
-        input_size: Sequence[int] = (3, 224, 224),
+        input_size: Sequence[int] | None = None,
         expand_gray: bool = False,
+        require_classifier: bool = True,
     ):
         super().__init__()
         self.model = model
@@ -96,9 +108,21 @@ class HookedModel(nn.Module):
         for name in self.feature_layers:
             module = self._get(name, "feature layer")
             module.register_forward_hook(_StageHook(self, name))
-        self.classifier_name = classifier or self._find_classifier()
+        try:
+            self.classifier_name: str | None = classifier or self._find_classifier()
+        except ValueError:
+            if require_classifier:
+                raise
+            self.classifier_name = None
         self.has_head = False
-        self._get(self.classifier_name, "classifier").register_forward_pre_hook(self._embedding_hook)
+        if self.classifier_name is not None:
+            self._get(self.classifier_name, "classifier").register_forward_pre_hook(self._embedding_hook)
+        if input_size is None:
+            input_size = infer_input_shape(model)
+            if input_size is None:
+                raise ValueError(f"cannot infer the input shape of {type(model).__name__}: pass "
+                                 f"input_size=(C, H, W) (or input_shape=... to socratic.create_distiller)")
+        self.input_shape = tuple(int(v) for v in input_size)
 
         was_training = model.training
         model.eval()
@@ -110,7 +134,7 @@ class HookedModel(nn.Module):
         finally:
             model.train(was_training)
         self.stage_channels = [_channels(t) for t in feats.stages]
-        self.embedding_dim = int(feats.embedding.shape[1])
+        self.embedding_dim = int(feats.embedding.shape[1]) if feats.embedding is not None else None
 
     # -- hooks -----------------------------------------------------------
     def _get(self, name: str, what: str) -> nn.Module:
@@ -119,9 +143,9 @@ class HookedModel(nn.Module):
         except AttributeError as exc:
             raise ValueError(f"{what} {name!r} is not a submodule of {type(self.model).__name__}") from exc
 
-    def get_classifier(self) -> nn.Module:
-        """The wrapped model's final classifier module."""
-        return self.model.get_submodule(self.classifier_name)
+    def get_classifier(self) -> nn.Module | None:
+        """The wrapped model's final classifier module (None when it has none that could be found)."""
+        return self.model.get_submodule(self.classifier_name) if self.classifier_name is not None else None
 
     @property
     def num_classes(self) -> int | None:
@@ -167,12 +191,12 @@ class HookedModel(nn.Module):
             self._capturing = False
         captured, self._captured = self._captured, {}
         missing = [n for n in self.feature_layers if n not in captured]
-        if missing or "__embedding__" not in captured:
+        if missing or (self.classifier_name is not None and "__embedding__" not in captured):
             raise RuntimeError(
                 f"hooks did not fire for {missing or [self.classifier_name]}: "
                 "those modules are not used by the forward pass"
             )
-        embedding = captured["__embedding__"].flatten(1)
+        embedding = captured["__embedding__"].flatten(1) if "__embedding__" in captured else None
         return Features(stages=[captured[n] for n in self.feature_layers], embedding=embedding, logits=logits)
 
 
@@ -193,6 +217,115 @@ def _default_feature_layers(model: nn.Module) -> list[str]:
     if all(n in children for n in _RESNET_LAYERS):
         return list(_RESNET_LAYERS)
     return []
+
+
+_PROBE_SIZES = (32, 28, 64, 96, 224)
+
+
+def _device_of(model: nn.Module) -> torch.device | None:
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else None
+
+
+def _runs(model: nn.Module, shape: Sequence[int]) -> bool:
+    """Whether a no-grad forward of one zero input of `shape` (C, H, W) goes through (in eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape, device=_device_of(model)))
+        return True
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return False
+    finally:
+        model.train(was_training)
+
+
+def infer_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """An input shape (C, H, W) that `model` runs on, for the probe forward of its feature taps.
+
+    The model's own ``input_shape`` attribute when it has one (``socratic.load_teacher`` sets it from the
+    checkpoint's image shape, `HookedModel` keeps its own); else the channels of its first ``Conv2d`` with the
+    first of 32, 28, 64, 96, 224 pixels square that runs, or, for a first ``Linear`` on flattened images, the
+    square C x H x W (C = 3 or 1) its input width allows. None when nothing fits.
+    """
+    shape = getattr(model, "input_shape", None)
+    if shape:
+        return tuple(int(v) for v in shape)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d):
+        candidates = [(first.in_channels, size, size) for size in _PROBE_SIZES]
+    elif isinstance(first, nn.Linear):
+        candidates = [(c, side, side) for c in (3, 1) for side in [round((first.in_features / c) ** 0.5)]
+                      if c * side * side == first.in_features]
+    else:
+        return None
+    return next((shape for shape in candidates if _runs(model, shape)), None)
+
+
+def find_feature_layers(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """The module names whose outputs are a plain model's stages: one probe forward at `input_shape` records
+    every submodule's output in the order they finish; of the (B, C, H, W) maps larger than 1 x 1, the last
+    one at each spatial resolution is a stage (the output just before each downsampling, and the last map
+    before pooling), as a ResNet's ``layer1 .. layer4``. Modules called more than once per forward (a shared
+    ReLU) are skipped: their output is not one place of the network."""
+    finished: list[tuple[str, tuple[int, ...] | None]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def record(mod: nn.Module, args: Any, output: Any, name: str = name) -> None:
+            is_map = isinstance(output, Tensor) and output.dim() == 4
+            finished.append((name, tuple(output.shape[-2:]) if is_map else None))
+
+        handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=_device_of(model)))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    calls: dict[str, int] = {}
+    for name, _ in finished:
+        calls[name] = calls.get(name, 0) + 1
+    maps = [(name, size) for name, size in finished if size is not None and calls[name] == 1 and size != (1, 1)]
+    return [name for i, (name, size) in enumerate(maps) if i + 1 == len(maps) or maps[i + 1][1] != size]
+
+
+def has_feature_api(model: nn.Module) -> bool:
+    """Whether `model` offers the zoo's feature API (`forward_features() -> Features`, `stage_channels`)."""
+    return callable(getattr(model, "forward_features", None)) and getattr(model, "stage_channels", None) is not None
+
+
+def as_feature_model(model: nn.Module, input_shape: Sequence[int] | None = None,
+                     feature_layers: Sequence[str] | None = None, classifier: str | None = None) -> nn.Module:
+    """`model` itself when it has the feature API (zoo models, `HookedModel`, `socratic.load_teacher`'s
+    teachers), else wrapped in `HookedModel`: stages from `feature_layers`, timm's ``feature_info``,
+    ResNet-style ``layer1..4`` or :func:`find_feature_layers`; the embedding is the input of `classifier`
+    (default: the last ``nn.Linear``); the probe forward at `input_shape` (C, H, W), or
+    :func:`infer_input_shape`'s. The parameters are the model's own (nothing is copied); the hooks it adds record
+    only inside ``forward_features``."""
+    if has_feature_api(model):
+        return model
+    shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
+    if shape is None:
+        raise ValueError(f"cannot infer the input shape of {type(model).__name__} for its feature taps: pass "
+                         f"input_shape=(C, H, W)")
+    layers = list(feature_layers) if feature_layers is not None else (
+        _default_feature_layers(model) or find_feature_layers(model, shape))
+    return HookedModel(model, layers, classifier=classifier, input_size=shape, require_classifier=False)
+
+
+def as_feature_models(models: Sequence[nn.Module], input_shape: Sequence[int] | None = None) -> list[nn.Module]:
+    """`as_feature_model` for models that see the same inputs (a student and its teachers): without
+    `input_shape`, one known by any of them (a teacher's checkpoint image shape) serves them all."""
+    if input_shape is None:
+        input_shape = next((tuple(m.input_shape) for m in models if getattr(m, "input_shape", None)), None)
+    return [as_feature_model(m, input_shape) for m in models]
 
 
 def create_external_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> HookedModel:

@@ -25,11 +25,14 @@ class Features:
         embedding: the pooled vector ``(B, D)`` the classifier is applied to
             (``D == model.embedding_dim``).
         logits: the classifier output ``(B, num_classes)``.
+        preact_stages: each stage's output before its final ReLU, the same shapes as ``stages``; only from
+            ``forward_features(x, preact=True)`` of a model with ``preact_taps`` (else None).
     """
 
     stages: list[Tensor] = field(default_factory=list)
     embedding: Tensor | None = None
     logits: Tensor | None = None
+    preact_stages: list[Tensor] | None = None
 
 
 class FeatureModel(nn.Module):
@@ -45,6 +48,12 @@ class FeatureModel(nn.Module):
     embedding_dim: int
     classifier_name: str = "fc"
     has_head = True  # forward_head works (models wrapped by hooks have no separable head)
+    preact_taps = False  # forward_features(x, preact=True) also gives each stage's map before its final ReLU
+
+    def preact_bns(self) -> list[nn.BatchNorm2d] | None:
+        """For each stage, the BatchNorm whose output (plus any shortcut) is the stage's pre-ReLU map (OFD takes
+        its margins from their affine parameters); None where the model has no such BN per stage."""
+        return None
 
     def get_classifier(self) -> nn.Module:
         """The final layer that maps the embedding to the logits."""
@@ -62,7 +71,9 @@ class FeatureModel(nn.Module):
         """The logits of a map shaped like the last stage's output (gradients flow to ``last_stage``)."""
         return self.get_classifier()(self.pre_logits(last_stage))
 
-    def forward_features(self, x: Tensor) -> Features:  # pragma: no cover - abstract
+    def forward_features(self, x: Tensor, preact: bool = False) -> Features:  # pragma: no cover - abstract
+        """The stages, embedding and logits of `x`; with `preact` (models with `preact_taps` only) also the
+        stages' pre-ReLU maps."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:

@@ -30,11 +30,15 @@ class BasicBlock(nn.Module):
         else:
             self.downsample = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def preact(self, x: Tensor) -> Tensor:
+        """The block's output before its final ReLU: bn2(conv2(...)) + shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out + shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.preact(x))
 
 
 class CifarResNet(FeatureModel):
@@ -78,13 +82,26 @@ class CifarResNet(FeatureModel):
 
         init_weights(self)
 
-    def forward_features(self, x: Tensor) -> Features:
-        f0 = F.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(f0)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        emb = self.avgpool(f3).flatten(1)
-        return Features(stages=[f0, f1, f2, f3], embedding=emb, logits=self.fc(emb))
+    preact_taps = True
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The stem's BN and the bn2 of each stage's last block (the reference's `get_bn_before_relu`)."""
+        return [self.bn1, *(layer[-1].bn2 for layer in (self.layer1, self.layer2, self.layer3))]
+
+    def forward_features(self, x: Tensor, preact: bool = False) -> Features:
+        pre = self.bn1(self.conv1(x))
+        out = F.relu(pre)
+        stages, preacts = [out], ([pre] if preact else None)  # pre-ReLU maps kept only when asked for
+        for layer in (self.layer1, self.layer2, self.layer3):
+            for block in layer[:-1]:
+                out = block(out)
+            pre = layer[-1].preact(out)
+            out = F.relu(pre)
+            stages.append(out)
+            if preacts is not None:
+                preacts.append(pre)
+        emb = self.avgpool(out).flatten(1)
+        return Features(stages=stages, embedding=emb, logits=self.fc(emb), preact_stages=preacts)
 
 
 _BASE = [16, 16, 32, 64]

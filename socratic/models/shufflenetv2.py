@@ -33,6 +33,15 @@ class SplitUnit(nn.Module):
         self.conv3 = nn.Conv2d(c, c, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(c)
 
+    def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(output, the output with the branch taken before its final ReLU: shuffle(cat(keep, bn3(...))))."""
+        keep, branch = x[:, : self.half], x[:, self.half :]
+        out = F.relu(self.bn1(self.conv1(branch)))
+        out = self.bn2(self.conv2(out))
+        pre = self.bn3(self.conv3(out))
+        return (channel_shuffle(torch.cat([keep, F.relu(pre)], dim=1), 2),
+                channel_shuffle(torch.cat([keep, pre], dim=1), 2))
+
     def forward(self, x: Tensor) -> Tensor:
         keep, branch = x[:, : self.half], x[:, self.half :]
         out = F.relu(self.bn1(self.conv1(branch)))
@@ -107,13 +116,23 @@ class CifarShuffleNetV2(FeatureModel):
         self.stage_channels = [24, *out_channels[:3]]
         self.embedding_dim = out_channels[3]
 
-    def forward_features(self, x: Tensor) -> Features:
-        f0 = F.relu(self.bn1(self.conv1(x)))
-        f1 = self.layer1(f0)
-        f2 = self.layer2(f1)
-        f3 = self.layer3(f2)
-        emb = self.avgpool(F.relu(self.bn2(self.conv2(f3)))).flatten(1)
-        return Features(stages=[f0, f1, f2, f3], embedding=emb, logits=self.linear(emb))
+    preact_taps = True  # as a student: a stage's pre-ReLU map has no single BN (preact_bns is None)
+
+    def forward_features(self, x: Tensor, preact: bool = False) -> Features:
+        pre = self.bn1(self.conv1(x))
+        out = F.relu(pre)
+        stages, preacts = [out], ([pre] if preact else None)
+        for layer in (self.layer1, self.layer2, self.layer3):
+            if preacts is not None:
+                for unit in layer[:-1]:
+                    out = unit(out)
+                out, pre = layer[-1].forward_preact(out)
+                preacts.append(pre)
+            else:
+                out = layer(out)
+            stages.append(out)
+        emb = self.avgpool(F.relu(self.bn2(self.conv2(out)))).flatten(1)
+        return Features(stages=stages, embedding=emb, logits=self.linear(emb), preact_stages=preacts)
 
 
 @register_model("ShuffleV2", aliases=("shufflev2",))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,15 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> in
             model(x)
     finally:
         model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_call_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of `fn` (a whole training step, say: forwards, backwards, input gradients), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` as the operators run, so a backward that computes only input
+    gradients counts only those. The call really runs (an optimiser step inside it is taken)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
     return int(counter.get_total_flops())
 
 

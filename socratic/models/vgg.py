@@ -57,17 +57,26 @@ class CifarVGG(FeatureModel):
 
         init_weights(self, linear_std=0.01)
 
-    def forward_features(self, x: Tensor) -> Features:
+    preact_taps = True
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The last BN of each block (before the block's last ReLU)."""
+        return [block[-2] for block in self.blocks]
+
+    def forward_features(self, x: Tensor, preact: bool = False) -> Features:
         pool_fourth = x.shape[-2] >= 64
-        stages = []
+        stages, preacts = [], ([] if preact else None)  # pre-ReLU maps kept only when asked for
         out = x
         for i, block in enumerate(self.blocks):
             if i in (1, 2, 3) or (i == 4 and pool_fourth):
                 out = self.pool(out)
-            out = block(out)
+            pre = block[:-1](out)  # everything but the block's last ReLU
+            out = block[-1](pre)
             stages.append(out)
+            if preacts is not None:
+                preacts.append(pre)
         emb = self.avgpool(out).flatten(1)
-        return Features(stages=stages, embedding=emb, logits=self.classifier(emb))
+        return Features(stages=stages, embedding=emb, logits=self.classifier(emb), preact_stages=preacts)
 
 
 def _make(depth: int):

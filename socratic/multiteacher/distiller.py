@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from socratic.context import TrainContext
 from socratic.distillers.base import Distiller
 from socratic.losses import kd_loss_per_sample
-from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, has_head
+from socratic.multiteacher.pool import FeatureRegressor, TeacherPool, check_stage, has_head
 from socratic.multiteacher.options import MultiTeacherOptions
 from socratic.multiteacher.strategies import BatchView, WeightingStrategy
-from socratic.registry import METHODS, WEIGHTINGS
+from socratic.registry import METHODS, WEIGHTINGS, Options
 
 
 class MultiTeacherDistiller(Distiller):
@@ -32,6 +32,11 @@ class MultiTeacherDistiller(Distiller):
     scale_l / scale_f are the strategy's reference-code constants (1 unless stated). Losses returned: `ce`, `kd`
     and, with the feature term, `feat`.
 
+    `logit_loss` (a logit method's options: kd, dkd or dist, any method registered with `per_teacher_loss`)
+    replaces KL_m(i) by that method's distillation term of sample i against teacher m (DKD's warm-up, LS with
+    `standardize`), and CE's weight by its `ce_weight`; the strategies still see the tempered KL (their state,
+    rewards and gradients).
+
     Each epoch's metrics get the mean weight of every teacher (`w_logit_<m>`, and `w_feat_<m>` with the feature
     term; m = the index in `teachers`) and whatever the strategy reports (MTKD-RL: `agent_loss`,
     `reward_<m>`). `current_teacher_weights()` gives the per-teacher logit weights of the latest batch
@@ -40,8 +45,11 @@ class MultiTeacherDistiller(Distiller):
 
     def __init__(self, student: nn.Module, teachers: Sequence[nn.Module], strategy: WeightingStrategy, *,
                  alpha: float = 1.0, beta: float = 5.0, temperature: float = 4.0, feature_loss: bool = True,
-                 feature_layer: int = -1) -> None:
+                 feature_layer: int = -1, logit_loss: Options | None = None) -> None:
         super().__init__(student, teachers)
+        self.logit_loss = logit_loss
+        self._per_teacher_loss = (None if logit_loss is None
+                                  else METHODS.get(logit_loss.name).meta["per_teacher_loss"])
         self.pool = TeacherPool(self.teachers, feature_layer)
         self.strategy = strategy
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
@@ -49,11 +57,13 @@ class MultiTeacherDistiller(Distiller):
         self.feature_layer = feature_layer
         self.regressors: nn.ModuleList | None = None
         if self.feature_loss or strategy.needs_regressed:
-            stages = getattr(student, "stage_channels", None)
-            if stages is None or not -len(stages) <= feature_layer < len(stages):
-                count = len(stages) if stages is not None else 0
-                raise ValueError(f"method.feature_layer={feature_layer} is out of range for the student "
-                                 f"({count} stages: use 0..{count - 1} or -1)")
+            if not hasattr(student, "forward_features"):
+                raise ValueError(f"the student ({type(student).__name__}) has no forward_features(): build the "
+                                 f"method with socratic.create_distiller(name, student, teachers), which wraps a "
+                                 f"plain nn.Module (socratic.models.external.as_feature_model)")
+            check_stage(student, feature_layer, "student")
+            self.pool.check_feature_layer()
+            stages = student.stage_channels
             self.regressors = nn.ModuleList(
                 FeatureRegressor(stages[feature_layer], channels) for channels in self.pool.map_channels)
         self._reset_metrics()
@@ -76,7 +86,7 @@ class MultiTeacherDistiller(Distiller):
         strategy = WEIGHTINGS.create(options.name, options, pool)
         return cls(student, teachers, strategy, alpha=options.alpha, beta=options.beta,
                    temperature=options.temperature, feature_loss=options.feature_loss,
-                   feature_layer=options.feature_layer)
+                   feature_layer=options.feature_layer, logit_loss=options.logit_loss)
 
     # ------------------------------------------------------------------------------------ modules
     def extra_modules(self) -> dict[str, nn.Module]:
@@ -96,9 +106,9 @@ class MultiTeacherDistiller(Distiller):
     # ----------------------------------------------------------------------------------- training
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
-        features = self.student.forward_features(x)
-        logits = features.logits
         use_regressors = self.regressors is not None
+        features = self.student.forward_features(x) if use_regressors else None
+        logits = features.logits if use_regressors else self.student(x)
         teachers = self.pool(x, maps=use_regressors)
         kl = torch.stack([kd_loss_per_sample(logits, t, self.temperature) for t in teachers.logits], dim=1)
         with torch.no_grad():
@@ -124,9 +134,14 @@ class MultiTeacherDistiller(Distiller):
             batch.student_map, batch.regressed, batch.feature_losses = student_map, regressed, feature_losses
             batch.feature_mse, batch.cosine = feature_losses.detach(), cosine
         w_logit, w_feat = self.strategy(batch)
+        per_teacher, ce = kl, student_ce.mean()
+        if self._per_teacher_loss is not None:  # `logit_loss`: a logit method's term against each teacher
+            per_teacher = torch.stack([self._per_teacher_loss(self.logit_loss, logits, t, y, ctx)
+                                       for t in teachers.logits], dim=1)
+            ce = self.logit_loss.ce_weight * ce
         losses = {
-            "ce": student_ce.mean(),
-            "kd": self.alpha * self.strategy.logit_scale * (w_logit * kl).sum(dim=1).mean(),
+            "ce": ce,
+            "kd": self.alpha * self.strategy.logit_scale * (w_logit * per_teacher).sum(dim=1).mean(),
         }
         if self.feature_loss:
             losses["feat"] = self.beta * self.strategy.feature_scale * (w_feat * feature_losses).sum(dim=1).mean()
@@ -136,6 +151,15 @@ class MultiTeacherDistiller(Distiller):
 
     def on_epoch_end(self, epoch: int) -> None:
         self.strategy.on_epoch_end(epoch)
+
+    @property
+    def needs_epoch_end(self) -> bool:
+        """Whether the strategy learns once per epoch (MTKD-RL): then a loop must call `on_epoch_end`."""
+        return type(self.strategy).on_epoch_end is not WeightingStrategy.on_epoch_end
+
+    @property
+    def method_name(self) -> str:
+        return self.strategy.name
 
     # -------------------------------------------------------------------------------- observability
     def _reset_metrics(self) -> None:
@@ -169,5 +193,5 @@ class MultiTeacherDistiller(Distiller):
 
 # Every teacher-weighting strategy is a method of its own name, with the shared multi-teacher options.
 for _weighting in WEIGHTINGS.names():
-    METHODS.register(_weighting, options=MultiTeacherOptions, teachers=(2, None), teacher_weights=True)(
-        MultiTeacherDistiller)
+    METHODS.register(_weighting, options=MultiTeacherOptions, teachers=(2, None), teacher_weights=True,
+                     features=True)(MultiTeacherDistiller)

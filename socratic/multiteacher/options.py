@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from socratic.registry import Options
+from socratic.config.schema import optional_component
+from socratic.registry import METHODS, Options
 
 CAMKD_FEATURE_WEIGHTS = ("confidence", "equal")
 AEKD_FEATURES = ("gradient", "equal")
@@ -59,6 +60,9 @@ class MultiTeacherOptions(Options):
     aekd_normalize: bool = False  # aekd: L2-normalise the gradients before the SVM (reference --svm_norm)
     aekd_features: str = "gradient"  # aekd feature term: gradient (same rule on the feature gradients) | equal
     agent: AgentOptions = field(default_factory=AgentOptions)  # mtkd_rl only
+    # the per-teacher logit loss: null = T^2 KL at `temperature`; or a logit method's section, e.g. {name: dkd,
+    # beta: 8} or {name: dist}: its distillation term against each teacher, weighted, and its ce_weight
+    logit_loss: Options | None = optional_component(METHODS)
 
     def check(self, prefix: str) -> None:
         """Raise a ValueError naming the key (`method.agent.lr`, ...) and what is valid."""
@@ -70,3 +74,9 @@ class MultiTeacherOptions(Options):
         self.require_choice(prefix, "camkd_feature_weights", CAMKD_FEATURE_WEIGHTS)
         self.require_choice(prefix, "aekd_features", AEKD_FEATURES)
         self.agent.check(f"{prefix}.agent")
+        if self.logit_loss is not None:
+            usable = [e.name for e in METHODS.entries() if e.meta.get("per_teacher_loss")]
+            if not METHODS.get(self.logit_loss.name).meta.get("per_teacher_loss"):
+                raise ValueError(f"{prefix}.logit_loss.name: '{self.logit_loss.name}' cannot be a per-teacher loss; "
+                                 f"use one of {', '.join(usable)} (or null for the tempered KL)")
+            self.logit_loss.check(f"{prefix}.logit_loss")

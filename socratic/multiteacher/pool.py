@@ -63,16 +63,22 @@ class TeacherPool:
         self.names = list(names) if names is not None else [
             f"teachers.{i} ({type(t).__name__})" for i, t in enumerate(self.teachers)]
         for name, teacher in zip(self.names, self.teachers):
-            if not hasattr(teacher, "forward_features"):
-                raise ValueError(f"{name} has no forward_features(): multi-teacher methods need zoo models "
-                                 f"(or torchvision:/timm: models, which get it through hooks)")
-            stages = getattr(teacher, "stage_channels", None)
-            if stages is None or not -len(stages) <= feature_layer < len(stages):
-                count = len(stages) if stages is not None else 0
-                raise ValueError(f"method.feature_layer={feature_layer} is out of range for {name} "
-                                 f"({count} stages: use 0..{count - 1} or -1)")
+            if not hasattr(teacher, "forward_features") or getattr(teacher, "stage_channels", None) is None:
+                raise ValueError(f"{name} has no forward_features()/stage_channels: multi-teacher methods read "
+                                 f"them; build the method with socratic.create_distiller(name, student, "
+                                 f"teachers), which wraps a plain nn.Module in socratic.models.external."
+                                 f"HookedModel (or wrap it yourself: as_feature_model(model))")
+            if not getattr(teacher, "embedding_dim", None):
+                raise ValueError(f"{name} has no embedding (the input of an nn.Linear classifier), which "
+                                 f"multi-teacher methods read: give its classifier's name, "
+                                 f"as_feature_model(model, classifier='<module name>')")
         self.num_classes = check_class_counts([classifier_out_features(t) for t in self.teachers], self.names)
         self.feature_layer = feature_layer
+
+    def check_feature_layer(self) -> None:
+        """A ValueError naming `method.feature_layer` when a teacher has no such stage (for the feature term)."""
+        for name, teacher in zip(self.names, self.teachers):
+            check_stage(teacher, self.feature_layer, name)
 
     def __len__(self) -> int:
         return len(self.teachers)
@@ -127,6 +133,19 @@ class FeatureRegressor(nn.Module):
         elif x.shape[-2] < height or x.shape[-1] < width:
             x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
         return F.relu(self.bn(self.conv(x)))
+
+
+def check_stage(model: nn.Module, feature_layer: int, role: str) -> None:
+    """A ValueError naming `method.feature_layer` when `model` has no stage `feature_layer`; a model with no
+    stage at all (a plain module without 4-d feature maps) is told to turn the feature term off."""
+    stages = list(getattr(model, "stage_channels", None) or [])
+    if not stages:
+        raise ValueError(f"method.feature_loss needs a feature map of the {role}, and {type(model).__name__} has "
+                         f"none (no (B, C, H, W) stage output found): set feature_loss: false (logit terms only; "
+                         f"not with mtkd_rl) or wrap the model: HookedModel(model, feature_layers=[...])")
+    if not -len(stages) <= feature_layer < len(stages):
+        raise ValueError(f"method.feature_layer={feature_layer} is out of range for the {role} "
+                         f"({len(stages)} stages: use 0..{len(stages) - 1} or -1)")
 
 
 # ------------------------------------------------------------------------------------------ teacher heads

@@ -1,4 +1,5 @@
-"""The distillation replay memory: a FIFO ring of uint8 states with the teacher's Q-values.
+"""The distillation replay memory: a FIFO ring of states (uint8 frames, or float32 vectors for continuous control)
+with the teacher's outputs (Q-values, or a continuous policy's actions / Gaussian parameters).
 
 Rusu et al. 2016 ("Policy Distillation", Appendix A) keep the last 540,000 teacher states (10 hours of play);
 the DA paper (Wong et al., Sec. 3.3.1) collects 54,000 states per epoch into a 540,000-state buffer that
@@ -20,13 +21,14 @@ import torch
 class StateBuffer:
     """Fixed-capacity FIFO of (state, teacher Q-values); adding past capacity drops the oldest states."""
 
-    def __init__(self, capacity: int, state_shape: Sequence[int], num_actions: int) -> None:
+    def __init__(self, capacity: int, state_shape: Sequence[int], num_actions: int,
+                 state_dtype: np.dtype | type = np.uint8) -> None:
         if capacity <= 0:
             raise ValueError(f"buffer capacity must be > 0, got {capacity}")
         self.capacity = int(capacity)
         self.state_shape = tuple(int(v) for v in state_shape)
         self.num_actions = int(num_actions)
-        self.states = np.empty((self.capacity, *self.state_shape), dtype=np.uint8)  # pages touched on write
+        self.states = np.empty((self.capacity, *self.state_shape), dtype=state_dtype)  # pages touched on write
         self.q_values = np.empty((self.capacity, self.num_actions), dtype=np.float32)
         self._next = 0  # where the next state goes
         self._size = 0
@@ -36,7 +38,7 @@ class StateBuffer:
         return self._size
 
     def add(self, states: np.ndarray, q_values: np.ndarray) -> None:
-        """Append states (N, *state_shape) (cast to uint8) and their Q-values (N, num_actions)."""
+        """Append states (N, *state_shape) (cast to the buffer's dtype) and their Q-values (N, num_actions)."""
         states = np.asarray(states)
         q_values = np.asarray(q_values, dtype=np.float32)
         if states.shape[1:] != self.state_shape or q_values.shape != (len(states), self.num_actions):

@@ -48,6 +48,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
     config = load_rl_config(TrainTeacherConfig, args.config, args.overrides)
     gymnasium("socratic rl train-teacher")
+    if config.algo != "dqn":
+        from socratic.rl.sb3_teacher import train_sb3_teacher  # needs stable-baselines3
+
+        return _run(args, config, train_sb3_teacher)
     from socratic.rl.dqn import train_teacher  # needs stable-baselines3
 
     return _run(args, config, train_teacher)
@@ -97,19 +101,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     """Add `rl` and its subcommands to the main parser's subparsers."""
-    rl = sub.add_parser("rl", help="policy distillation for RL agents (MinAtar, Atari): teachers, PD, PD+DA, DPD",
+    rl = sub.add_parser("rl", help="policy distillation for RL agents (MinAtar, Atari, MuJoCo, classic control): "
+                                   "teachers, PD, PD+DA, DPD",
                         description="Policy distillation for DQN agents (needs the rl extra, and minatar or atari: "
                                     'pip install "socratic-kd[rl,minatar]"). Run folders are '
                                     "<output_dir>/<name>/seed<seed>.")
     rl_sub = rl.add_subparsers(dest="rl_command", required=True)
 
-    teacher = rl_sub.add_parser("train-teacher", help="train a DQN teacher with Stable-Baselines3",
-                                description="Train a DQN teacher (SB3) and keep the best network by periodic greedy "
-                                            "evaluation as checkpoints/best.pt (weights only) and best.zip (SB3).")
+    teacher = rl_sub.add_parser("train-teacher", help="train a DQN, PPO, SAC or TD3 teacher with Stable-Baselines3",
+                                description="Train a teacher with SB3 (algo: dqn for MinAtar/Atari; ppo, sac or td3 "
+                                            "for classic_control/mujoco) and keep the best network by periodic "
+                                            "greedy evaluation as checkpoints/best.zip (SB3; DQN also best.pt).")
     _add_config_arguments(teacher, "configs/rl/minatar_breakout_teacher.yaml")
     teacher.set_defaults(func=cmd_train_teacher)
 
-    distill = rl_sub.add_parser("distill", help="distil a DQN teacher into a small Q-network (PD, PD+DA)",
+    distill = rl_sub.add_parser("distill", help="distil a teacher (any SB3 .zip, RL-Zoo folder or socratic .pt) into "
+                                                "a small Q-network or MLP policy (PD, PD+DA)",
                                 description="Policy distillation (Rusu et al. 2016) with optional Disagreement "
                                             "Augmentation on states (DA paper, Sec. 3.3).")
     _add_config_arguments(distill, "configs/rl/minatar_breakout_pd.yaml")
@@ -125,10 +132,10 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     _add_config_arguments(dpd, "configs/rl/minatar_breakout_dpd.yaml")
     dpd.set_defaults(func=cmd_dpd)
 
-    evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network checkpoint over N episodes",
+    evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network or policy checkpoint over N episodes",
                                  description="Play N episodes greedily and print mean ± std of the score.")
-    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game) or an SB3 .zip "
-                                             "(read without unpickling; needs --suite and --game)")
+    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game), an SB3 .zip or an RL-Zoo "
+                                             "/ Hugging Face folder (read without unpickling; needs --suite and --game)")
     evaluate.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     evaluate.add_argument("--suite", default=None,
                           help="a registered game suite, e.g. minatar or atari (default: from the checkpoint)")
@@ -136,7 +143,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes to play (default 100; the paper: 1000)")
     evaluate.add_argument("--num-envs", type=int, default=8, help="environments played at once (default 8)")
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the environments (default 1)")
-    evaluate.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action (default 0)")
+    evaluate.add_argument("--epsilon", type=float, default=0.0,
+                          help="probability of a uniformly random action (default 0; 1 = random play)")
     evaluate.add_argument("--max-episode-steps", type=int, default=None,
                           help="truncate episodes after this many agent steps (default: 10,000 MinAtar, 27,000 Atari)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")

@@ -40,11 +40,13 @@ class EnvConfig:
 
 @dataclass
 class NetConfig:
-    """A Q-network (socratic.rl.networks.QNetwork): three convolutions and one hidden layer."""
+    """A Q-network (socratic.rl.networks.QNetwork): three convolutions and one hidden layer; or, for continuous
+    control (arch mlp), an MLP policy (socratic.rl.networks.MLPPolicy) of `layers` hidden layers of `hidden` units."""
 
-    arch: str | None = None  # nature | minatar; None = the suite's (nature for Atari, minatar for MinAtar)
-    convs: list[int] = field(default_factory=lambda: [8, 8, 8])  # conv widths c1, c2, c3
-    hidden: int = 32  # width of the fully connected layer
+    arch: str | None = None  # nature | minatar | mlp; None = the suite's (nature Atari, minatar MinAtar, mlp MuJoCo)
+    convs: list[int] = field(default_factory=lambda: [8, 8, 8])  # conv widths c1, c2, c3 (nature, minatar)
+    hidden: int = 32  # width of the fully connected layer(s)
+    layers: int = 2  # mlp only: number of hidden layers
 
 
 def _teacher_net() -> NetConfig:
@@ -67,14 +69,17 @@ class CollectConfig:
 
     states_per_epoch: int = 54_000  # greedy-step states stored per epoch
     buffer_size: int = 540_000  # FIFO capacity
-    epsilon: float = 0.05  # probability of a random action (whose state is not stored)
+    epsilon: float = 0.05  # discrete actions: probability of a random action (whose state is not stored)
+    action_noise: float = 0.1  # continuous actions: Gaussian noise std on the teacher's action, x half the range
 
 
 @dataclass
 class LossConfig:
     """The distillation loss (socratic.rl.losses)."""
 
-    name: str = "kl"  # kl (both sides tempered, DA code) | kl_rusu (student untempered) | mse | nll
+    # discrete: kl (both sides tempered, DA code) | kl_rusu (student untempered) | mse | nll;
+    # continuous: kl (Gaussian KL, stochastic teachers) | mse (action MSE; deterministic teachers: TD3, DDPG)
+    name: str = "kl"
     temperature: float = 0.01  # tau of kl / kl_rusu
 
 
@@ -86,7 +91,8 @@ class RLDAConfig(DAConfig):
 
     prob: float = 0.3  # probability that a batch is perturbed
     lr: float = 0.001  # alpha, on the states' own scale (0..255 Atari, 0..1 MinAtar)
-    objective: str = "kl"  # kl | mse | l1_mse
+    objective: str = "kl"  # kl | mse | l1_mse (continuous actions: kl = Gaussian KL, mse = mean-action MSE)
+    clamp_to_obs_bounds: bool = False  # continuous control: clamp perturbed states to the observation space's bounds
 
 
 @dataclass
@@ -108,8 +114,10 @@ class RLOptimConfig(OptimConfig):
 class RLEvalConfig:
     """Greedy evaluation."""
 
-    episodes_per_epoch: int = 5  # short evaluation after every epoch; picks best.pt
-    final_episodes: int = 1000  # the best checkpoint's final score (DA paper: 1000)
+    # evaluation after every epoch on held-out seeds (10,000 + epoch; the final one uses seed 1): picks best.pt.
+    # The DA paper's 5 episodes overstate the best score; 30 by default (docs/methods/rl.md)
+    episodes_per_epoch: int = 30
+    final_episodes: int = 1000  # the final score of best.pt, and of last.pt beside it (DA paper: 1000)
     teacher_episodes: int = 1000  # the teacher's score for the relative score; 0 = do not measure
     teacher_score: float | None = None  # a known teacher score to use instead of measuring it
 
@@ -177,19 +185,36 @@ class DQNConfig:
 
 
 @dataclass
+class SB3TeacherConfig:
+    """A PPO / SAC / TD3 teacher on a continuous-control suite; Stable-Baselines3 does the learning."""
+
+    n_timesteps: int = 100_000
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])  # hidden widths of the actor (and critic)
+    normalize: bool = False  # VecNormalize observations (and PPO's rewards), as RL-Zoo's `normalize: true`
+    action_noise: float = 0.1  # TD3 only: Gaussian exploration noise std, x half the action range
+    hyperparams: dict = field(default_factory=dict)  # other arguments of the SB3 algorithm, under SB3's names
+
+
+@dataclass
 class TeacherEvalConfig:
     every_steps: int = 100_000  # greedy evaluation every N environment steps; picks best
-    episodes: int = 10  # episodes per periodic evaluation
-    final_episodes: int = 100  # episodes of the final evaluation of the best network
+    episodes: int = 10  # episodes per periodic evaluation (held-out seeds 10,000 + epoch)
+    final_episodes: int = 100  # episodes of the final evaluation of the best network (and of the last, beside it)
+
+
+TEACHER_TRAIN_ALGOS = ("dqn", "ppo", "sac", "td3")
 
 
 @dataclass
 class TrainTeacherConfig(RLRunConfig):
-    """`socratic rl train-teacher`: a DQN teacher trained with Stable-Baselines3."""
+    """`socratic rl train-teacher`: a DQN teacher (discrete actions) or a PPO / SAC / TD3 teacher (continuous
+    control), trained with Stable-Baselines3."""
 
     name: str = "teacher"
-    net: NetConfig = field(default_factory=_teacher_net)
-    dqn: DQNConfig = field(default_factory=DQNConfig)
+    algo: str = "dqn"  # dqn (MinAtar, Atari) | ppo | sac | td3 (classic_control, mujoco)
+    net: NetConfig = field(default_factory=_teacher_net)  # dqn only
+    dqn: DQNConfig = field(default_factory=DQNConfig)  # dqn only
+    sb3: SB3TeacherConfig = field(default_factory=SB3TeacherConfig)  # ppo, sac, td3 only
     eval: TeacherEvalConfig = field(default_factory=TeacherEvalConfig)
 
 
@@ -331,10 +356,11 @@ def _check_env(env: EnvConfig) -> None:
 
 
 def _check_net(key: str, net: NetConfig) -> None:
-    from socratic.rl.networks import ARCHS
+    from socratic.rl.networks import ARCHS, POLICY_ARCHS
 
     if net.arch is not None:
-        _choice(f"{key}.arch", net.arch, ARCHS)
+        _choice(f"{key}.arch", net.arch, (*ARCHS, *POLICY_ARCHS))
+    _positive({f"{key}.layers": net.layers})
     if len(net.convs) != 3 or any(c <= 0 for c in net.convs):
         raise ConfigError(f"{key}.convs must be three positive widths [c1, c2, c3], got {net.convs}")
     _positive({f"{key}.hidden": net.hidden})
@@ -469,6 +495,7 @@ def validate_rl(config: Any) -> None:
         _positive({"collect.states_per_epoch": config.collect.states_per_epoch,
                    "collect.buffer_size": config.collect.buffer_size})
         _check_prob("collect.epsilon", config.collect.epsilon)
+        _non_negative({"collect.action_noise": config.collect.action_noise})
         if config.collect.epsilon >= 1.0:
             raise ConfigError("collect.epsilon must be < 1: random-action states are never stored")
         _choice("loss.name", config.loss.name, POLICY_LOSSES)
@@ -485,8 +512,24 @@ def validate_rl(config: Any) -> None:
                    "eval.final_episodes": config.eval.final_episodes})
         _non_negative({"eval.teacher_episodes": config.eval.teacher_episodes})
     elif isinstance(config, TrainTeacherConfig):
-        _check_net("net", config.net)
-        _check_dqn(config.dqn)
+        _choice("algo", config.algo, TEACHER_TRAIN_ALGOS)
+        if config.algo == "dqn":
+            _check_net("net", config.net)
+            _check_dqn(config.dqn)
+            if config.sb3 != SB3TeacherConfig():
+                raise ConfigError("sb3.* is for algo ppo, sac or td3; a DQN teacher takes dqn.* and net.*")
+        else:
+            sb3 = config.sb3
+            _positive({"sb3.n_timesteps": sb3.n_timesteps})
+            _non_negative({"sb3.action_noise": sb3.action_noise})
+            if not sb3.net_arch or any(not isinstance(w, int) or w <= 0 for w in sb3.net_arch):
+                raise ConfigError(f"sb3.net_arch must be a list of positive layer widths, got {sb3.net_arch}")
+            for key in ("policy_kwargs", "env", "policy", "seed", "device", "verbose", "action_noise"):
+                if key in sb3.hyperparams:
+                    raise ConfigError(f"sb3.hyperparams.{key} is set by socratic (sb3.net_arch, env.*, seed, "
+                                      "runtime.device, sb3.action_noise): remove it")
+            if config.dqn != DQNConfig() or config.net != _teacher_net():
+                raise ConfigError(f"dqn.* and net.* are for algo dqn; a {config.algo.upper()} teacher takes sb3.*")
         _positive({"eval.every_steps": config.eval.every_steps, "eval.episodes": config.eval.episodes,
                    "eval.final_episodes": config.eval.final_episodes})
     elif isinstance(config, DPDConfig):
@@ -523,7 +566,7 @@ __all__ = [
     "CollectConfig", "DDPGConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DPD_DEFAULTS", "DQNConfig",
     "PPOConfig", "DistillConfig", "EnvConfig",
     "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
-    "TeacherEvalConfig",
+    "SB3TeacherConfig", "TEACHER_TRAIN_ALGOS", "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
     "resolve_dpd", "save_rl_config", "validate_rl",
 ]

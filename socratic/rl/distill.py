@@ -1,4 +1,4 @@
-"""Policy distillation of a DQN teacher into a small Q-network, optionally with Disagreement Augmentation.
+"""Policy distillation of a teacher into a small Q-network or MLP policy, optionally with Disagreement Augmentation.
 
 Rusu et al. 2016, "Policy Distillation" (ICLR): a teacher DQN plays epsilon-greedily (epsilon = 0.05), its
 states and Q-values go into a replay memory of the last 540,000 states, and the student is trained by
@@ -20,6 +20,11 @@ tau = 0.01); evaluation episodes are split evenly over the vectorised environmen
 episodes); each epoch's collection starts new episodes (the environments are reset with a seed derived from
 (seed, epoch), episodes do not run on across epochs), so that an epoch is a function of (seed, epoch) and a
 run resumes exactly.
+
+Continuous actions (MuJoCo, Pendulum; docs/methods/rl_continuous.md): the teacher is an SB3 PPO / A2C / SAC / TD3 /
+DDPG policy, the student an `MLPPolicy` in the teacher's action parametrisation, the loss the Gaussian KL or the
+action MSE (`socratic.rl.continuous`), collection adds Gaussian action noise (`ContinuousCollector`), evaluation
+plays the mean action, and DA ascends the same divergence (`ContinuousDisagreement`).
 
 The run is a kind of `socratic.engine.run.Run` (`PolicyDistillationRun`): run folder, lock, progress bar,
 metrics.jsonl + TensorBoard, best/last checkpoints, `--resume`, NaN stop and summary.json come from the
@@ -53,15 +58,42 @@ from socratic.engine.runtime import setup_run
 from socratic.rl.buffer import StateBuffer
 from socratic.rl.config import DistillConfig, NetConfig, rl_config_from_dict, rl_config_to_dict
 from socratic.rl.envs import EnvInfo, env_info, make_vec_env
+from socratic.rl.continuous import ContinuousDisagreement, continuous_loss
 from socratic.rl.losses import policy_loss
-from socratic.rl.networks import QNetwork, count_parameters
-from socratic.rl.rollout import TeacherCollector, play_episodes, score_summary
-from socratic.rl.teachers import load_teacher, qnetwork_checkpoint
+from socratic.rl.networks import MLPPolicy, QNetwork, count_parameters
+from socratic.rl.rollout import ContinuousCollector, TeacherCollector, play_episodes, score_summary
+from socratic.rl.teachers import load_teacher, policy_parameters, qnetwork_checkpoint
 
 
 def build_qnetwork(net: NetConfig, info: EnvInfo) -> QNetwork:
     """The Q-network a config section describes, for `info`'s observations and actions."""
     return QNetwork(info.obs_shape, info.num_actions, net.arch or info.arch, net.convs, net.hidden, info.input_scale)
+
+
+def build_policy_student(net: NetConfig, info: EnvInfo, teacher: nn.Module, key: str = "student") -> MLPPolicy:
+    """The MLP policy a config section describes for a continuous-action game, with the teacher's output kind
+    (Gaussian or deterministic) and action parametrisation."""
+    if (net.arch or info.arch) != "mlp":
+        raise ConfigError(f"{key}.arch: {info.suite} {info.game} has continuous actions; its student is an MLP "
+                          f"policy (arch: mlp), not '{net.arch}'")
+    if not hasattr(teacher, "action_map"):
+        raise ConfigError(f"the teacher of {info.game} is not a continuous-action policy")
+    return MLPPolicy(math.prod(info.obs_shape), math.prod(info.action_shape), [net.hidden] * net.layers,
+                     gaussian=teacher.gaussian, action_map=teacher.action_map, action_low=info.action_low,
+                     action_high=info.action_high)
+
+
+def check_continuous(cfg: DistillConfig, info: EnvInfo, teacher: nn.Module) -> None:
+    """The loss and DA objective must be defined for the teacher's outputs (a Gaussian KL needs a Gaussian)."""
+    for key, value in (("loss.name", cfg.loss.name), ("da.objective", cfg.da.objective)):
+        if value not in ("kl", "mse"):
+            raise ConfigError(f"{key}: '{value}' is not one of kl (Gaussian KL), mse (action MSE) for the "
+                              f"continuous actions of {info.game}")
+        if value == "kl" and not teacher.gaussian:
+            raise ConfigError(f"{key}: kl needs a stochastic (Gaussian) teacher; this teacher is deterministic "
+                              f"(TD3/DDPG): use {key}=mse")
+    if cfg.da.clamp_to_obs_bounds and info.obs_low is None:
+        raise ConfigError(f"da.clamp_to_obs_bounds: the observations of {info.env_id} are unbounded; set it to false")
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -72,16 +104,27 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 COLLECT, MINIBATCHES = 0, 1
 
 
-def build_da(da_cfg: Any) -> Any:
-    """The classification DA module configured for states (objective on raw Q-values, no clamp)."""
+def build_da(da_cfg: Any, info: EnvInfo | None = None) -> Any:
+    """The classification DA module configured for states (objective on raw Q-values, no clamp); for continuous
+    actions `ContinuousDisagreement` (the Gaussian KL or action MSE, optionally clamped to the observation
+    bounds)."""
     if not da_cfg.enabled:
         return None
+    if info is not None and info.continuous:
+        bounds = (info.obs_low, info.obs_high) if da_cfg.clamp_to_obs_bounds else None
+        try:
+            return ContinuousDisagreement(da_cfg, math.prod(info.action_shape), bounds)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    if da_cfg.clamp_to_obs_bounds:
+        raise ConfigError("da.clamp_to_obs_bounds is for continuous-control suites (image states are not clamped)")
     from socratic.augment import DisagreementAugmentation
 
     try:
         return DisagreementAugmentation(steps=da_cfg.steps, lr=da_cfg.lr, prob=da_cfg.prob, objective=da_cfg.objective,
                                         optimizer=da_cfg.optimizer, temperature=da_cfg.temperature, clamp=None,
-                                        target=0)
+                                        target=0, after_every=da_cfg.after_every, select=da_cfg.select,
+                                        select_by=da_cfg.select_by)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
@@ -96,7 +139,7 @@ class PolicyDistillation:
     def __init__(self, teacher: nn.Module, student: nn.Module, collector: TeacherCollector, buffer: StateBuffer,
                  optimizer: torch.optim.Optimizer, *, states_per_epoch: int, batch_size: int = 32, loss: str = "kl",
                  temperature: float = 0.01, da: Any = None, max_updates_per_epoch: int | None = None,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
+                 seed: int = 0, device: torch.device | str = "cpu", action_dim: int | None = None) -> None:
         self.teacher, self.student, self.collector, self.buffer = teacher, student, collector, buffer
         self.optimizer, self.da = optimizer, da
         self.states_per_epoch, self.batch_size = states_per_epoch, batch_size
@@ -104,6 +147,7 @@ class PolicyDistillation:
         self.max_updates_per_epoch = max_updates_per_epoch
         self.device = torch.device(device)
         self.seed = seed
+        self.action_dim = action_dim  # continuous actions: the loss is socratic.rl.continuous's
         self.updates = 0
 
     def collect(self, epoch: int, steps: StepProgress | None = None) -> dict[str, float]:
@@ -134,18 +178,27 @@ class PolicyDistillation:
 
     def train_step(self, states: torch.Tensor, targets: torch.Tensor, where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a minibatch; returns the loss (detached) and, per state, whether the student's
-        greedy action equals the teacher's. `where` (e.g. "epoch 3, step 7") goes into a NaN stop's message."""
+        greedy action equals the teacher's (continuous actions: the mean absolute difference of their mean
+        actions). `where` (e.g. "epoch 3, step 7") goes into a NaN stop's message."""
         x = states.to(self.device)
         t = targets.to(self.device)
         if self.da is not None:
             x_float = x.float()
             x_new = self.da(x_float, self.student, [self.teacher])
-            if x_new is not x_float:  # perturbed: the teacher's targets are recomputed on the new states
+            if x_new is not x_float:  # perturbed: the teacher's targets are recomputed on the moved states
+                moved = self.da.moved_rows()  # adaptive DA (da.select < 1): only these; the others keep theirs
                 with torch.no_grad():
-                    t = self.teacher(x_new).float()
+                    if moved is None:
+                        t = self.teacher(x_new).float()
+                    else:
+                        t = t.float().clone()
+                        t[moved] = self.teacher(x_new[moved]).float()
                 x = x_new
         q = self.student(x)
-        loss = policy_loss(self.loss, q, t, self.temperature)
+        if self.action_dim is None:
+            loss = policy_loss(self.loss, q, t, self.temperature)
+        else:
+            loss = continuous_loss(self.loss, q, t, self.action_dim)
         if not torch.isfinite(loss):
             at = f" at {where}" if where else ""
             raise NonFiniteLossError(f"non-finite policy-distillation loss{at} ({self.loss}={float(loss):.4g}, "
@@ -154,6 +207,9 @@ class PolicyDistillation:
         loss.backward()
         self.optimizer.step()
         self.updates += 1
+        if self.action_dim is not None:
+            a = self.action_dim
+            return loss.detach(), (q.detach()[:, :a] - t[:, :a]).abs().mean(dim=1)
         return loss.detach(), t.argmax(dim=1) == q.detach().argmax(dim=1)
 
     def train_pass(self, epoch: int, steps: StepProgress | None = None) -> dict[str, float]:
@@ -166,17 +222,22 @@ class PolicyDistillation:
             steps.start(self.buffer.num_batches(self.batch_size, self.max_updates_per_epoch), unit="state",
                         description=f"epoch {epoch} train")
         loss_sum = torch.zeros(())
-        agree = seen = batches = 0
+        agree = 0.0
+        seen = batches = 0
         for states, targets in self.buffer.epoch(self.batch_size, rng, self.max_updates_per_epoch):
             loss, agreement = self.train_step(states, targets, where=f"epoch {epoch}, step {batches}")
             loss_sum += loss.cpu() * len(states)
-            agree += int(agreement.sum())
+            agree += float(agreement.float().sum())
             seen += len(states)
             batches += 1
             if steps is not None:
                 steps.step(loss=float(loss), count=len(states))
-        metrics = {"train_loss": float(loss_sum) / max(seen, 1), "train_agreement": 100.0 * agree / max(seen, 1),
-                   "train_updates": float(batches), "time_train": time.perf_counter() - start}
+        metrics = {"train_loss": float(loss_sum) / max(seen, 1), "train_updates": float(batches),
+                   "time_train": time.perf_counter() - start}
+        if self.action_dim is None:
+            metrics["train_agreement"] = 100.0 * agree / max(seen, 1)
+        else:
+            metrics["train_action_mae"] = agree / max(seen, 1)
         if self.da is not None:
             metrics.update(self.da.epoch_metrics())
         return metrics
@@ -249,7 +310,9 @@ def plot_learning_curve(run_dir: Path, series: list[tuple[str, str]] | None = No
 
 
 def _epoch_line(m: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m['train_loss']:.4g}", f"agree {m['train_agreement']:.1f}%",
+    agreement = (f"agree {m['train_agreement']:.1f}%" if "train_agreement" in m
+                 else f"action error {m['train_action_mae']:.3g}")
+    parts = [f"epoch {m['epoch']}/{epochs}", f"loss {m['train_loss']:.4g}", agreement,
              f"score {m['eval_score_mean']:.2f} ± {m['eval_score_std']:.2f}", f"best {m['best_eval_score']:.2f}",
              f"buffer {int(m['buffer_states']):,}"]
     if "collect_return_mean" in m:
@@ -306,6 +369,8 @@ class PolicyDistillationRun(Run):
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
         """The final evaluation of best.pt (and of the teacher) over many episodes, scores.json, the plot."""
         cfg, info, student, teacher = self.cfg, self.info, self.pd.student, self.pd.teacher
+        # the last checkpoint's score on the same episodes, always reported beside the selected one
+        last = play_episodes(student, self.eval_envs, cfg.eval.final_episodes, seed=1, device=self.device)
         best_state = self.folder.load_checkpoint("best", map_location=self.device)
         student.load_state_dict(best_state["model"])
         final = play_episodes(student, self.eval_envs, cfg.eval.final_episodes, seed=1, device=self.device)
@@ -316,7 +381,14 @@ class PolicyDistillationRun(Run):
                                            device=self.device)
             teacher_score = float(np.mean(teacher_scores))
         student_summary = score_summary(final)
+        last_summary = score_summary(last)
         teacher_summary = score_summary(teacher_scores)
+
+        def relative(score: float) -> float | None:
+            """100 x student / teacher; undefined (None) unless the teacher's score is positive (Pendulum's
+            returns are negative: a ratio of two negative scores would rank a worse student higher)."""
+            return 100.0 * score / teacher_score if teacher_score is not None and teacher_score > 0 else None
+
         result = {
             "kind": "rl_distill",
             "name": cfg.name,
@@ -326,7 +398,7 @@ class PolicyDistillationRun(Run):
             "method": method_name(cfg),
             "loss": cfg.loss.name,
             "student_params": count_parameters(student),
-            "teacher_params": count_parameters(teacher),
+            "teacher_params": policy_parameters(teacher),
             "epochs": cfg.optim.epochs,
             "best_epoch": int(best_state["meta"]["epoch"]),
             "best_eval_score": float(self.best_score),
@@ -336,14 +408,18 @@ class PolicyDistillationRun(Run):
             "teacher_score_mean": teacher_score,
             "teacher_score_std": teacher_summary["std"] if len(teacher_scores) else None,
             "teacher_episodes": int(len(teacher_scores)),
-            "relative_score": (100.0 * student_summary["mean"] / teacher_score
-                               if teacher_score not in (None, 0.0) else None),
+            "relative_score": relative(student_summary["mean"]),
+            "selection_episodes": cfg.eval.episodes_per_epoch,
+            "last_score_mean": last_summary["mean"],
+            "last_score_std": last_summary["std"],
+            "last_relative_score": relative(last_summary["mean"]),
             "train_time": sum(m.get("time_collect", 0.0) + m.get("time_train", 0.0) + m.get("time_eval", 0.0)
                               for m in history),
             "wall_time_this_session": wall_time,
             "updates": self.pd.updates,
         }
-        self.folder.write_json("scores.json", {"student": final.tolist(), "teacher": teacher_scores.tolist()})
+        self.folder.write_json("scores.json", {"student": final.tolist(), "last": last.tolist(),
+                                               "teacher": teacher_scores.tolist()})
         if cfg.runtime.plot:
             plot_learning_curve(self.folder.path, teacher_score=teacher_score,
                                 title=f"{info.game}: {method_name(cfg)} ({result['student_params']:,} params)")
@@ -371,20 +447,33 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
         teacher_spec = build_qnetwork(cfg.teacher.net, info).spec()
     teacher = load_teacher(cfg.teacher.checkpoint, info, cfg.teacher.algo, teacher_spec, device,
                            trust_pickle=cfg.teacher.trust_pickle)
-    student = build_qnetwork(cfg.student, info).to(device)
-    da = build_da(cfg.da)
+    if info.continuous:
+        check_continuous(cfg, info, teacher)
+        student: nn.Module = build_policy_student(cfg.student, info, teacher).to(device)
+    else:
+        if cfg.student.arch == "mlp":
+            raise ConfigError(f"student.arch: mlp is for continuous-action suites; {info.game} needs nature or minatar")
+        student = build_qnetwork(cfg.student, info).to(device)
+    da = build_da(cfg.da, info)
     optimizer = build_optimizer(student.parameters(), cfg.optim)
 
     env = cfg.env
     collect_envs = make_vec_env(env.suite, info.game, env.num_envs, env.max_episode_steps, env.asynchronous)
     eval_envs = make_vec_env(env.suite, info.game, env.eval_num_envs, env.max_episode_steps, env.asynchronous)
     try:
-        collector = TeacherCollector(teacher, collect_envs, cfg.collect.epsilon, seed=cfg.seed, device=device)
-        buffer = StateBuffer(cfg.collect.buffer_size, info.obs_shape, info.num_actions)
+        if info.continuous:
+            collector: TeacherCollector = ContinuousCollector(teacher, collect_envs, cfg.collect.action_noise,
+                                                              seed=cfg.seed, device=device)
+            width = int(teacher(torch.zeros(1, *info.obs_shape, device=device)).shape[1])
+            buffer = StateBuffer(cfg.collect.buffer_size, info.obs_shape, width, state_dtype=np.float32)
+        else:
+            collector = TeacherCollector(teacher, collect_envs, cfg.collect.epsilon, seed=cfg.seed, device=device)
+            buffer = StateBuffer(cfg.collect.buffer_size, info.obs_shape, info.num_actions)
         pd = PolicyDistillation(teacher, student, collector, buffer, optimizer,
                                 states_per_epoch=cfg.collect.states_per_epoch, batch_size=cfg.optim.batch_size,
                                 loss=cfg.loss.name, temperature=cfg.loss.temperature, da=da,
-                                max_updates_per_epoch=cfg.optim.max_updates_per_epoch, seed=cfg.seed, device=device)
+                                max_updates_per_epoch=cfg.optim.max_updates_per_epoch, seed=cfg.seed, device=device,
+                                action_dim=math.prod(info.action_shape) if info.continuous else None)
         run = PolicyDistillationRun(cfg, folder, pd, eval_envs, info, device=device, console=console,
                                     step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         return run.fit()
@@ -393,5 +482,5 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
         eval_envs.close()
 
 
-__all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_qnetwork", "epoch_seed",
+__all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_policy_student", "build_qnetwork", "epoch_seed",
            "plot_learning_curve", "rl_run_folder", "run_distillation"]

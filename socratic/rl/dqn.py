@@ -258,12 +258,14 @@ class TeacherRun(DQNRun):
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
         train_time = self._time()
         save_sb3_zip(self.model, self.folder.checkpoint_dir / "last.zip")
+        last = self._score(self.model.policy.q_net, self.cfg.eval.final_episodes, seed=1)  # beside the selected one
         final = self._final_score("best")
         best_timesteps = next(m["timesteps"] for m in history if m["epoch"] == self.best_epoch)
         return {"kind": "rl_teacher", "name": self.cfg.name, "seed": self.cfg.seed, "suite": self.info.suite,
                 "game": self.info.game, "algo": "dqn", "params": count_parameters(self.model.policy.q_net),
                 "n_timesteps": int(self.model.num_timesteps), "best_timesteps": int(best_timesteps),
                 "best_eval_score": float(self.best_score), "score_mean": final["mean"], "score_std": final["std"],
+                "last_score_mean": last["mean"], "last_score_std": last["std"],
                 "episodes": final["episodes"], "train_time": train_time, "wall_time_this_session": wall_time}
 
 

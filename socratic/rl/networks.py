@@ -12,6 +12,10 @@
 
 Inputs may be uint8, bool or float; `forward` divides by `input_scale` (255 for Atari frames, 1 for MinAtar's
 0/1 planes), so states perturbed on their own scale (floats in 0..255) go through unchanged.
+
+* `mlp` (continuous control): `MLPPolicy`, `layers` hidden layers of width `hidden` with ReLU, on float vector
+  observations, giving a deterministic action (B, A) or a Gaussian [mean, log std] (B, 2A) in the teacher's
+  action parametrisation (`socratic.rl.continuous`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from torch import Tensor, nn
 
 from socratic.config import ConfigError
 
-ARCHS = ("nature", "minatar")
+ARCHS = ("nature", "minatar")  # Q-networks (QNetwork)
+POLICY_ARCHS = ("mlp",)  # continuous-action policies (MLPPolicy)
 
 # (conv widths, hidden width). Names follow the DA authors' dqn.py; fractions are of the Nature DQN.
 WIDTH_PRESETS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -93,6 +98,67 @@ class QNetwork(nn.Module):
                    spec["input_scale"])
 
 
+class MLPPolicy(nn.Module):
+    """A continuous-action policy: flatten - (Linear - ReLU) x len(hidden) - Linear(-> A or 2A).
+
+    `gaussian`: the outputs are [mean, log std] (log std clamped to SB3's [-20, 2]); else the action itself.
+    `action_map` and the action bounds say how a mean becomes an environment action (`act`); see
+    `socratic.rl.continuous`.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int] = (64, 64), gaussian: bool = True,
+                 action_map: str = "clip", action_low: Sequence[float] = (), action_high: Sequence[float] = ()
+                 ) -> None:
+        super().__init__()
+        from socratic.rl.continuous import ACTION_MAPS
+
+        if action_map not in ACTION_MAPS:
+            raise ConfigError(f"action_map: '{action_map}' is not one of {', '.join(ACTION_MAPS)}")
+        if obs_dim <= 0 or action_dim <= 0 or any(int(h) <= 0 for h in hidden):
+            raise ConfigError(f"an MLP policy needs positive sizes, got obs {obs_dim}, actions {action_dim}, "
+                              f"hidden {list(hidden)}")
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.gaussian, self.action_map = bool(gaussian), action_map
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = self.obs_dim
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, self.action_dim * (2 if self.gaussian else 1)))
+        self.net = nn.Sequential(*layers)
+        low = torch.tensor(list(action_low) or [-1.0] * self.action_dim, dtype=torch.float32)
+        high = torch.tensor(list(action_high) or [1.0] * self.action_dim, dtype=torch.float32)
+        self.register_buffer("action_low", low, persistent=False)
+        self.register_buffer("action_high", high, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.net(x.float())
+        if not self.gaussian:
+            return out
+        from socratic.rl.continuous import LOG_STD_MAX, LOG_STD_MIN
+
+        mean, log_std = out[:, :self.action_dim], out[:, self.action_dim:]
+        return torch.cat([mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)], dim=1)
+
+    @torch.no_grad()
+    def act(self, x: Tensor) -> Tensor:
+        """The greedy (mean) environment action, (B, A)."""
+        from socratic.rl.continuous import to_env_action
+
+        return to_env_action(self(x)[:, :self.action_dim], self.action_map, self.action_low, self.action_high)
+
+    def spec(self) -> dict[str, Any]:
+        return {"arch": "mlp", "obs_dim": self.obs_dim, "action_dim": self.action_dim, "hidden": list(self.hidden),
+                "gaussian": self.gaussian, "action_map": self.action_map,
+                "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "MLPPolicy":
+        return cls(spec["obs_dim"], spec["action_dim"], spec["hidden"], spec["gaussian"], spec["action_map"],
+                   spec["action_low"], spec["action_high"])
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -102,4 +168,4 @@ def greedy_actions(net: nn.Module, states: Tensor) -> Tensor:
     return net(states).argmax(dim=1)
 
 
-__all__ = ["ARCHS", "QNetwork", "WIDTH_PRESETS", "count_parameters", "greedy_actions"]
+__all__ = ["ARCHS", "MLPPolicy", "POLICY_ARCHS", "QNetwork", "WIDTH_PRESETS", "count_parameters", "greedy_actions"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from socratic.reports import (baseline_columns, baseline_header, compare_to_baseline, csv_cells, find_runs, group_runs,
-                              is_rl_run, mean_std)
+                              is_rl_run, mean_std, mean_std_cell)
 
 
 def find_rl_runs(paths: list[str | Path]) -> list[Path]:
@@ -22,9 +22,7 @@ def find_rl_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def _fmt(mean: float | None, std: float | None, digits: int = 1) -> str:
-    if mean is None or mean != mean:
-        return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return mean_std_cell(mean, std, digits)
 
 
 def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[str, Any]]:
@@ -47,7 +45,8 @@ def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[s
         else:
             row["method"] = first.get("algo", "dqn")
             row["params"] = first["params"]
-        for key in ("score_mean", "teacher_score_mean", "relative_score", "learner0_score_mean",
+        for key in ("score_mean", "teacher_score_mean", "relative_score", "last_score_mean", "last_relative_score",
+                    "learner0_score_mean",
                     "learner1_score_mean", "score_best_learner", "train_time"):
             values = [s[key] for s in group.summaries if s.get(key) is not None]
             if values:
@@ -64,7 +63,8 @@ def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[s
 
 def rl_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
     header = ("| name | game | method | params | seeds | episodes | score (mean ± std over seeds) | episode std | "
-              "teacher | relative (%) | train time (s) |" + baseline_header(rows, baseline))
+              "teacher | relative (%) | last checkpoint: score | last: relative (%) | train time (s) |"
+              + baseline_header(rows, baseline))
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         if r["kind"] == "rl_dpd":
@@ -79,6 +79,8 @@ def rl_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
             f"{r.get('episodes') or '-'} | {score} | {episode_std} | "
             f"{_fmt(r.get('teacher_score_mean_mean'), r.get('teacher_score_mean_std'))} | "
             f"{_fmt(r.get('relative_score_mean'), r.get('relative_score_std'))} | "
+            f"{_fmt(r.get('last_score_mean_mean'), r.get('last_score_mean_std'))} | "
+            f"{_fmt(r.get('last_relative_score_mean'), r.get('last_relative_score_std'))} | "
             f"{r.get('train_time_mean', float('nan')):.0f} |" + baseline_columns(r, "score_mean_values")
         )
     return "\n".join(lines) + "\n"

@@ -5,7 +5,12 @@ probability epsilon = 0.05 the action is uniformly random and that state is *not
 teacher's greedy action is taken and (state, teacher Q-values) is stored. Rusu et al. 2016 ("Policy
 Distillation", Appendix A) likewise let the teacher play epsilon-greedily with epsilon = 0.05.
 
-Evaluation plays greedily (argmax Q) for an exact number of episodes: the episodes are split evenly over the
+Continuous actions (`ContinuousCollector`): the teacher plays its mean action plus Gaussian exploration noise of
+standard deviation `action_noise` x half the action range, clipped to the bounds (the analogue of epsilon, as
+TD3's exploration noise), and every state is stored with the teacher's outputs at it.
+
+Evaluation plays greedily (argmax Q; for continuous actions the mean action, `policy.act`) for an exact number
+of episodes: the episodes are split evenly over the
 environments in advance and each environment plays its quota, so short episodes are not over-represented
 (taking "the first N episodes to finish" would be biased towards short, usually low-scoring, episodes).
 """
@@ -102,11 +107,70 @@ class TeacherCollector:
         return all_states, all_q, stats
 
 
+class ContinuousCollector(TeacherCollector):
+    """`TeacherCollector` for Box actions: the teacher's mean action (`teacher.act`) plus Gaussian noise of std
+    `action_noise` x (high - low) / 2, clipped to the bounds; every state is stored with the teacher's outputs."""
+
+    def __init__(self, teacher: nn.Module, envs: Any, action_noise: float = 0.1, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        if action_noise < 0:
+            raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+        self.teacher, self.envs, self.action_noise = teacher, envs, float(action_noise)
+        self.epsilon = 0.0
+        self.device = torch.device(device)
+        self.num_envs = envs.num_envs
+        space = envs.single_action_space
+        self.low, self.high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        self._returns = np.zeros(self.num_envs)
+        self.restart(seed)
+
+    @torch.no_grad()
+    def collect(self, count: int, on_store: Callable[[int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, CollectStats]:
+        """Play until `count` states are stored; returns (states float32, teacher outputs float32, stats)."""
+        stats = CollectStats()
+        states: list[np.ndarray] = []
+        outputs: list[np.ndarray] = []
+        stored = 0
+        scale = 0.5 * (self.high - self.low)
+        while stored < count:
+            obs = np.asarray(self.obs, dtype=np.float32)
+            x = _as_tensor(obs, self.device)
+            out = self.teacher(x).float()
+            actions = self.teacher.act(x).cpu().numpy().reshape(self.num_envs, *self.low.shape)
+            if self.action_noise > 0:
+                actions = actions + self.rng.normal(size=actions.shape).astype(np.float32) * self.action_noise * scale
+                actions = np.clip(actions, self.low, self.high)
+            states.append(obs.copy())
+            outputs.append(out.cpu().numpy())
+            stored += self.num_envs
+            if on_store is not None:
+                on_store(self.num_envs)
+            self.obs, rewards, terminated, truncated, _ = self.envs.step(actions)
+            stats.steps += self.num_envs
+            self._returns += rewards
+            for i in np.flatnonzero(np.logical_or(terminated, truncated)):
+                stats.episode_returns.append(float(self._returns[i]))
+                self._returns[i] = 0.0
+        all_states = np.concatenate(states)[:count]
+        all_out = np.concatenate(outputs)[:count]
+        stats.stored = len(all_states)
+        return all_states, all_out, stats
+
+
+def greedy_actions(policy: nn.Module, obs: torch.Tensor) -> np.ndarray:
+    """argmax Q for Q-networks; the policy's own greedy (mean) action when it has `act` (continuous actions)."""
+    if hasattr(policy, "act"):
+        return policy.act(obs).cpu().numpy()
+    return policy(obs).argmax(dim=1).cpu().numpy()
+
+
 @torch.no_grad()
 def play_episodes(policy: nn.Module, envs: Any, episodes: int, seed: int = 0, device: torch.device | str = "cpu",
                   epsilon: float = 0.0) -> np.ndarray:
     """Scores (undiscounted returns) of exactly `episodes` episodes of greedy play (epsilon-greedy if > 0).
 
+    Continuous actions: the mean action (`policy.act`), a uniformly random one with probability epsilon.
     Environment i plays episodes // n (+1 for the first episodes % n environments) episodes; the vector env is
     reset with `seed`, so the result is a function of (policy, seed).
     """
@@ -119,15 +183,18 @@ def play_episodes(policy: nn.Module, envs: Any, episodes: int, seed: int = 0, de
     returns: list[list[float]] = [[] for _ in range(n)]
     running = np.zeros(n)
     obs, _ = envs.reset(seed=seed)
-    num_actions = int(envs.single_action_space.n)
+    space = envs.single_action_space
     was_training = policy.training
     policy.eval()
     try:
         while any(len(r) < q for r, q in zip(returns, quota)):
-            actions = policy(_as_tensor(obs, device)).argmax(dim=1).cpu().numpy()
+            actions = greedy_actions(policy, _as_tensor(obs, device))
             if epsilon > 0:
                 explore = rng.random(n) < epsilon
-                actions[explore] = rng.integers(0, num_actions, size=int(explore.sum()))
+                if hasattr(space, "n"):
+                    actions[explore] = rng.integers(0, int(space.n), size=int(explore.sum()))
+                else:  # a uniformly random Box action
+                    actions[explore] = rng.uniform(space.low, space.high, size=(int(explore.sum()), *space.shape))
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             running += rewards
             for i in np.flatnonzero(np.logical_or(terminated, truncated)):
@@ -147,4 +214,4 @@ def score_summary(scores: np.ndarray) -> dict[str, float]:
             "max": float(np.max(scores)), "episodes": int(len(scores))}
 
 
-__all__ = ["CollectStats", "TeacherCollector", "play_episodes", "score_summary"]
+__all__ = ["CollectStats", "ContinuousCollector", "TeacherCollector", "greedy_actions", "play_episodes", "score_summary"]

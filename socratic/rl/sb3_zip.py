@@ -252,3 +252,139 @@ def build_q_module(path: Path, spec: SB3ZipSpec, weights: dict[str, Tensor], obs
 
 __all__ = ["ARCHITECTURE_KWARGS", "KNOWN_EXTRACTORS", "SB3ZipSpec", "UnreadableZipError", "build_q_module",
            "class_path", "read_zip", "readable", "resolve_algo", "zip_algo", "zip_spaces", "zip_spec"]
+
+
+# ------------------------------------------------------------------------------ every other SB3 algorithm
+# policy_class.__module__ in the zip's JSON -> the policy family (the class is ours, never the file's string)
+POLICY_FAMILIES = {
+    "stable_baselines3.dqn.policies": "dqn",
+    "sb3_contrib.qrdqn.policies": "qrdqn",
+    "stable_baselines3.common.policies": "actor_critic",  # PPO, A2C (ActorCriticPolicy)
+    "stable_baselines3.ppo.policies": "actor_critic",
+    "stable_baselines3.a2c.policies": "actor_critic",
+    "stable_baselines3.sac.policies": "sac",
+    "stable_baselines3.td3.policies": "td3",  # TD3 and DDPG
+    "stable_baselines3.ddpg.policies": "td3",
+}
+FAMILY_ALGOS = {"dqn": "DQN", "qrdqn": "QR-DQN", "actor_critic": "PPO/A2C", "sac": "SAC", "td3": "TD3/DDPG"}
+# policy_kwargs each family's policy class takes (beyond the spaces and lr_schedule), read as plain JSON
+_POLICY_KWARGS = {
+    "actor_critic": ("net_arch", "activation_fn", "ortho_init", "log_std_init", "share_features_extractor",
+                     "features_extractor_class", "features_extractor_kwargs", "normalize_images"),
+    "sac": ("net_arch", "activation_fn", "log_std_init", "clip_mean", "n_critics", "share_features_extractor",
+            "features_extractor_class", "features_extractor_kwargs", "normalize_images"),
+    "td3": ("net_arch", "activation_fn", "n_critics", "share_features_extractor", "features_extractor_class",
+            "features_extractor_kwargs", "normalize_images"),
+}
+# accepted only at these values (the teacher's mean action does not depend on them otherwise)
+_FIXED_KWARGS = {"use_sde": False, "squash_output": False}
+_IGNORED_POLICY_KWARGS = ("optimizer_class", "optimizer_kwargs", "full_std", "use_expln")
+
+
+def policy_family(path: Path, data: dict[str, Any]) -> str:
+    """dqn | qrdqn | actor_critic (PPO, A2C) | sac | td3 (TD3, DDPG), from the policy class' module name."""
+    policy = readable(data.get("policy_class", {}))
+    module = str(policy.get("__module__", "")) if isinstance(policy, dict) else ""
+    if module not in POLICY_FAMILIES:
+        raise UnreadableZipError(f"{path}: policy class module '{module or 'unknown'}' is not one of the "
+                                 f"Stable-Baselines3 policies socratic can rebuild ({', '.join(sorted(POLICY_FAMILIES))})")
+    return POLICY_FAMILIES[module]
+
+
+def _number_list(text: Any) -> list[float] | None:
+    """SB3 stores a Box's low/high as numpy's str(): '[-2. -2.]' (or a number); None when unreadable."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return [float(text)]
+    if not isinstance(text, str):
+        return None
+    tokens = re.findall(r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf)", text)
+    return [float(t) for t in tokens] if tokens and "..." not in text else None
+
+
+def zip_box_action(path: Path, data: dict[str, Any]) -> tuple[tuple[int, ...], list[float] | None, list[float] | None] | None:
+    """A Box action space's (shape, low, high) from the readable fields; None for a Discrete one."""
+    act = readable(data.get("action_space"))
+    if not isinstance(act, dict) or act.get("n") is not None:
+        return None
+    raw = act.get("_shape", act.get("shape"))
+    if not isinstance(raw, list) or not all(isinstance(v, int) for v in raw):
+        raise UnreadableZipError(f"{path}: action_space has neither n nor a readable _shape: {raw!r}")
+    return tuple(raw), _number_list(act.get("low")), _number_list(act.get("high"))
+
+
+def policy_kwargs_for(path: Path, data: dict[str, Any], family: str) -> dict[str, Any]:
+    """The constructor arguments of an actor-critic / SAC / TD3 policy from `policy_kwargs`, as plain values."""
+    kwargs = readable(data.get("policy_kwargs") or {})
+    if not isinstance(kwargs, dict):
+        raise UnreadableZipError(f"{path}: policy_kwargs is not readable: {kwargs!r}")
+    known = _POLICY_KWARGS[family]
+    unknown = sorted(set(kwargs) - set(known) - set(_FIXED_KWARGS) - set(_IGNORED_POLICY_KWARGS))
+    if unknown:
+        raise UnreadableZipError(f"{path}: policy_kwargs {', '.join(unknown)} cannot be rebuilt without unpickling "
+                                 f"(understood: {', '.join(known)})")
+    for key, value in _FIXED_KWARGS.items():
+        if key in kwargs and kwargs[key] != value:
+            raise UnreadableZipError(f"{path}: policy_kwargs.{key}={kwargs[key]!r} is not supported (only {value})")
+    out: dict[str, Any] = {}
+    for key in known:
+        if key not in kwargs or kwargs[key] is None:
+            continue
+        value = kwargs[key]
+        if key == "net_arch":
+            ok = (isinstance(value, list) and all(isinstance(v, int) for v in value)) or (
+                isinstance(value, dict) and all(isinstance(v, list) and all(isinstance(w, int) for w in v)
+                                                for v in value.values()))
+            if not ok:
+                raise UnreadableZipError(f"{path}: policy_kwargs.net_arch is not a list (or dict of lists) of layer "
+                                         f"widths: {value!r}")
+        elif key == "activation_fn":
+            full = class_path(value) or ""
+            module, _, name = full.rpartition(".")
+            if module != "torch.nn.modules.activation" or not isinstance(getattr(nn, name, None), type):
+                raise UnreadableZipError(f"{path}: policy_kwargs.activation_fn {value!r} is not a torch.nn activation")
+            value = getattr(nn, name)
+        elif key == "features_extractor_class":
+            full = class_path(value)
+            if full not in KNOWN_EXTRACTORS or KNOWN_EXTRACTORS[full] == "QTrunkExtractor":
+                raise UnreadableZipError(f"{path}: features extractor {value!r} is not one that can be built without "
+                                         "unpickling (NatureCNN, FlattenExtractor)")
+            from stable_baselines3.common import torch_layers
+
+            value = getattr(torch_layers, KNOWN_EXTRACTORS[full])
+        elif key == "features_extractor_kwargs" and not isinstance(value, dict):
+            raise UnreadableZipError(f"{path}: policy_kwargs.features_extractor_kwargs is not plain JSON: {value!r}")
+        elif key in ("ortho_init", "share_features_extractor", "normalize_images") and not isinstance(value, bool):
+            raise UnreadableZipError(f"{path}: policy_kwargs.{key} must be true or false, got {value!r}")
+        elif key in ("log_std_init", "clip_mean") and not isinstance(value, (int, float)):
+            raise UnreadableZipError(f"{path}: policy_kwargs.{key} must be a number, got {value!r}")
+        elif key == "n_critics" and not (isinstance(value, int) and value > 0):
+            raise UnreadableZipError(f"{path}: policy_kwargs.n_critics must be a positive integer, got {value!r}")
+        out[key] = value
+    return out
+
+
+def build_policy(path: Path, family: str, kwargs: dict[str, Any], weights: dict[str, Tensor], observation_space: Any,
+                 action_space: Any) -> nn.Module:
+    """SB3's ActorCriticPolicy / SACPolicy / TD3Policy built from plain kwargs, with all of policy.pth loaded
+    strictly (actor, critics and targets: every tensor must fit)."""
+    if family == "actor_critic":
+        from stable_baselines3.common.policies import ActorCriticPolicy as Policy
+    elif family == "sac":
+        from stable_baselines3.sac.policies import SACPolicy as Policy
+    else:
+        from stable_baselines3.td3.policies import TD3Policy as Policy
+    try:
+        policy = Policy(observation_space, action_space, lambda _: 0.0, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+        raise UnreadableZipError(f"{path}: cannot build its {FAMILY_ALGOS[family]} policy from the readable fields: "
+                                 f"{err}") from err
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise UnreadableZipError(f"{path}: the weights in policy.pth do not fit the {FAMILY_ALGOS[family]} policy its "
+                                 f"JSON describes: {detail[:400]}") from err
+    return policy
+
+
+__all__ += ["FAMILY_ALGOS", "POLICY_FAMILIES", "build_policy", "policy_family", "policy_kwargs_for", "zip_box_action"]

@@ -1,0 +1,1 @@
+"""The engine: runtime, optimisers, checkpoints, logging, torch.distributed and the run skeleton (run.py)."""

@@ -1,0 +1,332 @@
+"""`socratic rl train-teacher` for continuous control: PPO, SAC or TD3 with Stable-Baselines3, as a resumable run.
+
+Schulman et al. 2017 (PPO), Haarnoja et al. 2018 (SAC), Fujimoto et al. 2018 (TD3): Stable-Baselines3 does the
+learning ("MlpPolicy", `sb3.net_arch`, any other constructor argument under `sb3.hyperparams`); `sb3.normalize`
+wraps the environment in SB3's `VecNormalize` (observations, and rewards for PPO), as RL-Zoo's `normalize: true`.
+
+The run is a kind of `socratic.engine.run.Run` (`SB3TeacherRun`), like the DQN `TeacherRun`: epoch k trains up to
+k x `eval.every_steps` environment steps (PPO: a multiple of its rollout, `n_steps`), starting from an
+environment reset seeded by (run seed, epoch) (`socratic.rl.sb3_state.begin_round`), then plays `eval.episodes`
+greedy (mean-action) episodes on held-out seeds. The best network is `checkpoints/best.zip` (SB3's file, with
+`checkpoints/best/vecnormalize.pkl` when normalised: the RL-Zoo layout `rl distill` reads); `last.zip` is written
+at the end. `last.pt` holds the whole learner as weights-only data (`learner_state`): policy, optimisers, entropy
+coefficient, replay buffer, counters, the action space's RNG and the VecNormalize statistics, so `--resume`
+continues exactly. The summary gives the best network's final score and the last one's beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from socratic.config import ConfigError
+from socratic.engine.checkpoint import CheckpointError
+from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
+                                 check_output_writable)
+from socratic.engine.runtime import setup_run
+from socratic.rl.config import TrainTeacherConfig
+from socratic.rl.distill import plot_learning_curve, rl_run_folder
+from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
+from socratic.rl.observations import NormalizeObservations
+from socratic.rl.rollout import play_episodes, score_summary
+from socratic.rl.sb3_state import (begin_round, decode_array, encode_array, load_replay_buffer_state,
+                                   replay_buffer_state, round_seed)
+from socratic.rl.teachers import SB3PolicyTeacher, policy_parameters
+
+FAMILIES = {"ppo": "actor_critic", "sac": "sac", "td3": "td3"}
+STATE_VERSION = 1
+
+
+def algorithm_class(algo: str) -> type:
+    """SB3's PPO / SAC / TD3 with schedules that follow the whole budget (`budget`), not the current round."""
+    import stable_baselines3
+
+    base = getattr(stable_baselines3, algo.upper())
+
+    class RoundAlgorithm(base):  # type: ignore[misc, valid-type]
+        budget: int = 0
+
+        def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+            total = self.budget or total_timesteps
+            self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total))
+
+    RoundAlgorithm.__name__ = base.__name__
+    RoundAlgorithm.__qualname__ = base.__qualname__
+    return RoundAlgorithm
+
+
+def build_learner(cfg: TrainTeacherConfig, info: EnvInfo, device: torch.device) -> Any:
+    """The SB3 algorithm of `cfg.algo` on one environment of `info`'s task (VecNormalize'd when asked)."""
+    from stable_baselines3.common.noise import NormalActionNoise
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv: Any = DummyVecEnv([lambda: make_env(info.suite, info.game, cfg.env.max_episode_steps)])
+    if cfg.sb3.normalize:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=cfg.algo == "ppo",
+                            gamma=float(cfg.sb3.hyperparams.get("gamma", 0.99)))
+    kwargs: dict[str, Any] = dict(cfg.sb3.hyperparams)
+    if cfg.algo == "td3" and cfg.sb3.action_noise > 0:
+        half = 0.5 * (np.asarray(info.action_high) - np.asarray(info.action_low))
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(len(half)), cfg.sb3.action_noise * half)
+    try:
+        model = algorithm_class(cfg.algo)("MlpPolicy", venv, policy_kwargs={"net_arch": list(cfg.sb3.net_arch)},
+                                          seed=cfg.seed, device=device, verbose=0, **kwargs)
+    except (TypeError, ValueError, AssertionError) as err:
+        venv.close()
+        raise ConfigError(f"sb3.hyperparams: {cfg.algo.upper()} does not take {dict(cfg.sb3.hyperparams)} ({err})") from err
+    model.budget = cfg.sb3.n_timesteps
+    return model
+
+
+def _vecnormalize(model: Any) -> Any:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return model.env if isinstance(model.env, VecNormalize) else None
+
+
+def policy_teacher(model: Any, info: EnvInfo, algo: str) -> SB3PolicyTeacher:
+    """The learner's current policy as a socratic teacher (observations normalised with today's statistics)."""
+    norm = _vecnormalize(model)
+    adapter: torch.nn.Module = torch.nn.Identity()
+    if norm is not None:
+        adapter = NormalizeObservations(norm.obs_rms.mean, norm.obs_rms.var, norm.clip_obs, norm.epsilon)
+    return SB3PolicyTeacher(model.policy, FAMILIES[algo], adapter, info).to(model.device)
+
+
+# ------------------------------------------------------------------------------------ the learner's state
+def _optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
+    if hasattr(model.policy, "actor") and hasattr(model, "critic"):  # SAC, TD3
+        found = {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
+        if getattr(model, "ent_coef_optimizer", None) is not None:
+            found["ent_coef"] = model.ent_coef_optimizer
+        return found
+    return {"policy": model.policy.optimizer}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def learner_state(model: Any) -> dict[str, Any]:
+    """Everything SB3's `learn()` reads after a round, as tensors and plain data (weights-only loadable)."""
+    state: dict[str, Any] = {
+        "version": STATE_VERSION,
+        "policy": _copy(model.policy.state_dict()),
+        "optimizers": {k: _copy(o.state_dict()) for k, o in _optimizers(model).items()},
+        **{name: int(getattr(model, name)) for name in ("num_timesteps", "_n_updates", "_episode_num")},
+        "progress_remaining": float(model._current_progress_remaining),
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+    }
+    if getattr(model, "log_ent_coef", None) is not None:
+        state["log_ent_coef"] = _copy(model.log_ent_coef)
+    if getattr(model, "replay_buffer", None) is not None:
+        state["replay_buffer"] = replay_buffer_state(model.replay_buffer)
+    norm = _vecnormalize(model)
+    if norm is not None:
+        state["vecnormalize"] = {name: {"mean": encode_array(rms.mean), "var": encode_array(rms.var),
+                                        "count": float(rms.count)}
+                                 for name, rms in (("obs", norm.obs_rms), ("ret", norm.ret_rms))}
+    return state
+
+
+def load_learner_state(model: Any, state: dict[str, Any]) -> None:
+    """Put `learner_state`'s output into a learner built from the same config."""
+    if state.get("version") != STATE_VERSION:
+        raise CheckpointError(f"learner state version {state.get('version')}, this socratic reads {STATE_VERSION}")
+    try:
+        model.policy.load_state_dict(state["policy"])
+    except RuntimeError as err:
+        raise CheckpointError(f"the saved policy does not fit this learner (sb3.net_arch changed?): "
+                              f"{str(err).splitlines()[0]}") from err
+    optimizers = _optimizers(model)
+    if set(optimizers) != set(state["optimizers"]):
+        raise CheckpointError(f"the saved learner has optimisers {sorted(state['optimizers'])}, this one "
+                              f"{sorted(optimizers)}")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    if "log_ent_coef" in state:
+        with torch.no_grad():
+            model.log_ent_coef.copy_(state["log_ent_coef"].to(model.log_ent_coef.device))
+    if "replay_buffer" in state:
+        load_replay_buffer_state(model.replay_buffer, state["replay_buffer"])
+    for name in ("num_timesteps", "_n_updates", "_episode_num"):
+        setattr(model, name, int(state[name]))
+    model._current_progress_remaining = float(state["progress_remaining"])
+    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    norm = _vecnormalize(model)
+    if ("vecnormalize" in state) != (norm is not None):
+        raise CheckpointError("the saved learner and this one differ in sb3.normalize")
+    if norm is not None:
+        for name, rms in (("obs", norm.obs_rms), ("ret", norm.ret_rms)):
+            saved = state["vecnormalize"][name]
+            rms.mean, rms.var, rms.count = decode_array(saved["mean"]), decode_array(saved["var"]), saved["count"]
+    model._last_obs = None
+
+
+def save_model(model: Any, zip_path: Path) -> None:
+    """SB3's .zip (and, when normalised, `<stem>/vecnormalize.pkl` beside it: the RL-Zoo layout), atomically."""
+    data = io.BytesIO()
+    model.save(data)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.getvalue())
+    os.replace(tmp, zip_path)
+    norm = _vecnormalize(model)
+    if norm is not None:
+        folder = zip_path.parent / zip_path.stem
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".vecnormalize.pkl.{os.getpid()}.tmp"
+        norm.save(str(tmp))
+        os.replace(tmp, folder / "vecnormalize.pkl")
+
+
+def _step_bar(steps: StepProgress) -> Any:
+    """An SB3 callback advancing the skeleton's step bar (and its step callbacks) every environment step."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class StepBar(BaseCallback):
+        def _on_step(self) -> bool:
+            steps.step(count=1)
+            return True
+
+    return StepBar()
+
+
+# ----------------------------------------------------------------------------------------------- the run
+class SB3TeacherRun(Run):
+    """`socratic rl train-teacher` with algo ppo, sac or td3 (see the module docstring)."""
+
+    score_key = "eval_score_mean"
+    best_key = "best_eval_score"
+
+    def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console, *,
+                 step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+        super().__init__(folder, epochs=math.ceil(cfg.sb3.n_timesteps / cfg.eval.every_steps), device=device,
+                         progress=cfg.runtime.progress, tensorboard=cfg.runtime.tensorboard, console=console,
+                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
+        self.cfg = cfg
+        self.info = env_info(cfg.env.suite, cfg.env.game)
+        self.model = build_learner(cfg, self.info, device)
+        self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
+                                      cfg.env.max_episode_steps, cfg.env.asynchronous)
+        self.elapsed, self._session = 0.0, time.perf_counter()
+
+    def _time(self) -> float:
+        return self.elapsed + time.perf_counter() - self._session
+
+    def _score(self, teacher: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
+        return score_summary(play_episodes(teacher, self.eval_envs, episodes, seed=seed, device=self.device))
+
+    def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
+        until = min(epoch * self.cfg.eval.every_steps, self.cfg.sb3.n_timesteps)
+        start = self.model.num_timesteps
+        steps.start(max(until - start, 0), unit="env steps")
+        if until > start:
+            begin_round(self.model, round_seed(self.cfg.seed, 0, epoch))
+            self.model.learn(total_timesteps=until - start, reset_num_timesteps=False, callback=_step_bar(steps))
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters()):
+            raise NonFiniteLossError(f"round {epoch}: the {self.cfg.algo.upper()} policy has non-finite weights; "
+                                     "stopped.")
+        return {"timesteps": int(self.model.num_timesteps)}
+
+    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        summary = self._score(policy_teacher(self.model, self.info, self.cfg.algo), self.cfg.eval.episodes,
+                              seed=10_000 + epoch)
+        return {"eval_score_mean": summary["mean"], "eval_score_std": summary["std"], "time": self._time()}
+
+    def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        save_model(self.model, self.folder.checkpoint_dir / "best.zip")
+        return {"policy": _copy(self.model.policy.state_dict()), "meta": self._meta(eval_score=metrics[self.score_key])}
+
+    def _meta(self, **extra: Any) -> dict[str, Any]:
+        return {"kind": "rl_sb3_teacher", "algo": self.cfg.algo, "suite": self.info.suite, "game": self.info.game,
+                "env_id": self.info.env_id, "timesteps": int(self.model.num_timesteps), **extra}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learner": learner_state(self.model), "elapsed": self._time()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_learner_state(self.model, state["learner"])
+        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
+
+    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
+        if not self.cfg.runtime.progress:
+            return None
+        return (f"steps {metrics['timesteps']:,} | score {metrics['eval_score_mean']:.2f} ± "
+                f"{metrics['eval_score_std']:.2f} | best {metrics['best_eval_score']:.2f}")
+
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+        from socratic.rl.teachers import load_sb3_teacher
+
+        train_time = self._time()
+        save_model(self.model, self.folder.checkpoint_dir / "last.zip")
+        episodes = self.cfg.eval.final_episodes
+        last = self._score(policy_teacher(self.model, self.info, self.cfg.algo), episodes, seed=1)
+        best_teacher = load_sb3_teacher(self.folder.checkpoint_dir / "best.zip", self.info, device=self.device)
+        final = self._score(best_teacher, episodes, seed=1)
+        best_timesteps = next(m["timesteps"] for m in history if m["epoch"] == self.best_epoch) if history else 0
+        return {"kind": "rl_teacher", "name": self.cfg.name, "seed": self.cfg.seed, "suite": self.info.suite,
+                "game": self.info.game, "algo": self.cfg.algo, "params": policy_parameters(best_teacher),
+                "n_timesteps": int(self.model.num_timesteps), "best_timesteps": int(best_timesteps),
+                "best_eval_score": float(self.best_score), "score_mean": final["mean"], "score_std": final["std"],
+                "last_score_mean": last["mean"], "last_score_std": last["std"], "episodes": final["episodes"],
+                "train_time": train_time, "wall_time_this_session": wall_time}
+
+    def close(self) -> None:
+        self.eval_envs.close()
+        self.model.env.close()
+
+
+def check_sb3_teacher_config(cfg: TrainTeacherConfig, info: EnvInfo) -> None:
+    """What needs the environment: continuous actions, and PPO rounds that are whole rollouts."""
+    if not info.continuous:
+        raise ConfigError(f"algo: {cfg.algo} trains continuous-control teachers; {info.suite} {info.game} has "
+                          "discrete actions: use algo: dqn")
+    if cfg.algo == "ppo":
+        n_steps = int(cfg.sb3.hyperparams.get("n_steps", 2048))
+        for key, value in (("eval.every_steps", cfg.eval.every_steps), ("sb3.n_timesteps", cfg.sb3.n_timesteps)):
+            if value % n_steps:
+                raise ConfigError(f"{key}={value} must be a multiple of PPO's rollout length n_steps={n_steps} "
+                                  "(a round ends with a full rollout and its update)")
+
+
+def train_sb3_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Console | None = None, *,
+                      resume: bool = False, accept_config_changes: bool = False,
+                      step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
+                      ) -> dict[str, Any]:
+    """Train a PPO / SAC / TD3 teacher (a resumable run, see `SB3TeacherRun`); returns summary.json's content."""
+    check_output_writable(cfg.output_dir)
+    info = env_info(cfg.env.suite, cfg.env.game)
+    check_sb3_teacher_config(cfg, info)
+    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
+    folder.check()
+    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
+    run = SB3TeacherRun(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
+                        epoch_callbacks=epoch_callbacks)
+    try:
+        result = run.fit()
+    finally:
+        run.close()
+    if cfg.runtime.plot:
+        plot_learning_curve(run.run_dir, [("eval_score_mean", f"{cfg.algo.upper()} (mean action)")],
+                            x_key="timesteps", title=f"{info.game}: {cfg.algo.upper()} teacher ({result['params']:,} params)")
+    return result
+
+
+__all__ = ["SB3TeacherRun", "algorithm_class", "build_learner", "learner_state", "load_learner_state",
+           "policy_teacher", "save_model", "train_sb3_teacher"]
