@@ -398,11 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("space", help="YAML search space: params (float, log_float, int, categorical), fixed, "
                                       "sampler, pruner")
     search.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the base config")
-    search.add_argument("--kind", default="train", choices=["train", "rl-distill", "dataset-distill"],
+    search.add_argument("--kind", default="train", choices=["train", "rl-distill", "rl-dpd", "dataset-distill"],
                         help="what a trial runs: train (socratic train/distill configs, default), rl-distill "
-                             "(socratic rl distill configs) or dataset-distill (the distill stage of an MKDT config, "
-                             "whose earlier stages are read from source_dir=...); the objective is the config's "
-                             "search.objective")
+                             "(socratic rl distill configs), rl-dpd (socratic rl dpd configs) or dataset-distill "
+                             "(the distill stage of an MKDT config, whose earlier stages are read from "
+                             "source_dir=...); the objective is the config's search.objective")
     search.add_argument("--n-trials", type=int, default=20,
                         help="finished (complete or pruned) trials the study should reach, over all workers "
                              "(default 20)")

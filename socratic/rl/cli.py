@@ -71,7 +71,7 @@ def cmd_dpd(args: argparse.Namespace) -> int:
 
     config = load_rl_config(DPDConfig, args.config, args.overrides)
     gymnasium("socratic rl dpd")
-    from socratic.rl.dqn import run_dpd  # needs stable-baselines3
+    from socratic.rl.dpd import run_dpd  # needs stable-baselines3
 
     return _run(args, config, run_dpd)
 
@@ -124,9 +124,11 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
                          help=TRUST_PICKLE_HELP + "; the same as teacher.trust_pickle=true")
     distill.set_defaults(func=cmd_distill)
 
-    dpd = rl_sub.add_parser("dpd", help="dual policy distillation between two DQN peers (or the two alone)",
-                            description="Dual policy distillation (Lai et al. 2020) with two DQN learners; "
-                                        "dpd.enabled=false trains the same two learners alone.")
+    dpd = rl_sub.add_parser("dpd", help="dual policy distillation between two DDPG, PPO or DQN peers (or the two "
+                                        "alone)",
+                            description="Dual policy distillation (Lai et al. 2020) with two peer learners: "
+                                        "dpd.learner=ddpg or ppo on continuous control (mujoco, classic_control), "
+                                        "dqn on MinAtar/Atari; dpd.enabled=false trains the same two learners alone.")
     _add_config_arguments(dpd, "configs/rl/minatar_breakout_dpd.yaml")
     dpd.set_defaults(func=cmd_dpd)
 

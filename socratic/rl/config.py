@@ -10,6 +10,7 @@ commands.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -219,20 +220,80 @@ class TrainTeacherConfig(RLRunConfig):
 
 @dataclass
 class DPDSettings:
-    """Dual policy distillation (Lai et al. 2020) between two DQN peers."""
+    """Dual policy distillation (Lai et al. 2020) between two peer learners of one algorithm (`learner`).
+
+    The keys left at None take the learner's default (`DPD_DEFAULTS`: the authors' settings for DDPG and PPO, the
+    DQN adaptation's for DQN); the resolved value is what config.yaml records."""
 
     enabled: bool = True  # false = the same two learners trained alone (the baseline)
-    beta: float = 1.0  # w = clip(exp(beta * xi), clip_low, clip_high), normalised over the batch
+    learner: str = "dqn"  # dqn (SB3 DQN, MinAtar/Atari) | ddpg | ppo (SB3 DDPG / PPO, continuous actions)
+    beta: float | None = None  # w = clip(exp(beta * xi), clip_low, clip_high), normalised over the batch
     clip_low: float = 0.01
     clip_high: float = 100.0
-    disadvantage: str = "value"  # value: max_a Q_peer - max_a Q_own; peer_action: Q_peer(s, a~) - Q_own(s, a~)
-    batch_size: int = 64  # states sampled from the peer's replay buffer per distillation step
-    # Adam of the distillation steps, separate from the TD optimiser as in the authors' code. Their DDPG actors use
-    # 1e-4; with DQN learners 1e-4 made both collapse to a near-random policy (benchmarks/results/rl_minatar.md)
-    lr: float = 1e-5
-    loss: str = "kl"  # kl | kl_rusu | mse | nll, on Q-values
-    temperature: float = 1.0
+    # which values make xi: dqn: value (max_a Q_peer - max_a Q_own) | peer_action (both Qs at the peer's greedy
+    # action); ddpg: peer_action (Q_peer(s, pi_peer(s)) - Q_own(s, pi_peer(s)), the authors' code) | value
+    # (Q_peer(s, pi_peer(s)) - Q_own(s, pi_own(s)), the paper's V); ppo: value (V_peer(s) - V_own(s)) only
+    disadvantage: str | None = None
+    # peer_minus_own: xi = peer - own (the paper; the authors' DDPG code) | own_minus_peer (the authors' PPO code)
+    sign: str = "peer_minus_own"
+    batch_size: int | None = None  # states sampled from the peer's replay buffer / state memory per step
+    # Adam of the distillation steps, separate from the learner's own optimiser. DQN: 1e-5 (the authors' 1e-4
+    # made both DQN learners collapse, benchmarks/results/rl_minatar.md); DDPG: 1e-4 (actor_dis_lr);
+    # PPO: ppo.learning_rate
+    lr: float | None = None
+    every: int | None = None  # ddpg / ppo: one distillation step after every N-th update (ddpg 1, ppo 5)
+    memory_size: int = 100_000  # ppo: the FIFO of visited states the peer samples from
+    loss: str = "kl"  # dqn: kl | kl_rusu | mse | nll, on Q-values (ddpg / ppo: the MSE between actions)
+    temperature: float = 1.0  # dqn: the loss's temperature
     round_steps: int = 10_000  # environment steps of one learner before the other takes its turn
+
+
+# learner -> the defaults of the DPDSettings keys left at None (ppo's lr is ppo.learning_rate)
+DPD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dqn": {"beta": 1.0, "disadvantage": "value", "batch_size": 64, "lr": 1e-5, "every": None},
+    "ddpg": {"beta": 1.0, "disadvantage": "peer_action", "batch_size": 512, "lr": 1e-4, "every": 1},
+    "ppo": {"beta": 0.5, "disadvantage": "value", "batch_size": 512, "lr": None, "every": 5},
+}
+DPD_LEARNERS = tuple(DPD_DEFAULTS)
+DPD_SIGNS = ("peer_minus_own", "own_minus_peer")
+
+
+@dataclass
+class DDPGConfig:
+    """Stable-Baselines3 DDPG hyperparameters of a DPD learner (`dpd.learner: ddpg`), SB3's key names. Defaults:
+    the authors' DPD-DDPG (OpenAI Baselines: 100 rollout steps then 50 updates, batch 64, tau 0.01, 64-64 MLPs)
+    except what SB3 does not have (see docs/methods/rl.md)."""
+
+    n_timesteps: int = 2_500_000  # per learner (the authors: 5M for the pair)
+    learning_rate: float = 1e-3  # actor and critic (SB3 has one rate; the authors: critic 1e-3, actor 1e-4)
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    batch_size: int = 64
+    tau: float = 0.01
+    gamma: float = 0.99
+    train_freq: int = 100  # environment steps between two training phases
+    gradient_steps: int = 50  # updates per training phase
+    noise_std: float = 0.1  # Gaussian exploration noise on the [-1, 1]-scaled action
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])  # actor and critic hidden widths
+
+
+@dataclass
+class PPOConfig:
+    """Stable-Baselines3 PPO hyperparameters of a DPD learner (`dpd.learner: ppo`), SB3's key names. Defaults:
+    the authors' DPD-PPO (OpenAI Baselines ppo2: 2048 steps, 64 minibatches, 10 epochs, lr 5e-5, 64-64 MLPs)."""
+
+    n_timesteps: int = 10_000_000  # per learner (the authors: 20M for the pair)
+    learning_rate: float = 5e-5
+    n_steps: int = 2048  # environment steps per update (one environment per learner)
+    batch_size: int = 32  # minibatch size (2048 / 64 minibatches)
+    n_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5  # also clips the distillation step's gradient, as the authors' code
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])  # policy and value hidden widths (tanh)
 
 
 @dataclass
@@ -243,13 +304,26 @@ class DPDEvalConfig:
 
 @dataclass
 class DPDConfig(RLRunConfig):
-    """`socratic rl dpd`: two DQN peers on the same game, each distilling from the other."""
+    """`socratic rl dpd`: two peer learners (DQN, DDPG or PPO: `dpd.learner`) on the same task, each distilling
+    from the other. `net` and `dqn` are the DQN learners', `ddpg` and `ppo` the continuous-control ones'."""
 
     name: str = "dpd"
     net: NetConfig = field(default_factory=_teacher_net)
     dqn: DQNConfig = field(default_factory=DQNConfig)
+    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     dpd: DPDSettings = field(default_factory=DPDSettings)
     eval: DPDEvalConfig = field(default_factory=DPDEvalConfig)
+
+    @property
+    def n_timesteps(self) -> int:
+        """Environment steps of each learner: `<dpd.learner>.n_timesteps`."""
+        return int(getattr(self, self.dpd.learner).n_timesteps)
+
+    @property
+    def rounds(self) -> int:
+        """The run's epochs: rounds of `dpd.round_steps` steps until `n_timesteps` (the last may be shorter)."""
+        return math.ceil(self.n_timesteps / self.dpd.round_steps)
 
 
 Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)
@@ -337,6 +411,74 @@ def _check_runtime(runtime: RLRuntimeConfig) -> None:
                               f"remove it")
 
 
+def resolve_dpd(config: "DPDConfig") -> None:
+    """Fill the `dpd` keys left at None with the learner's defaults (`DPD_DEFAULTS`), in place."""
+    dpd = config.dpd
+    _choice("dpd.learner", dpd.learner, DPD_LEARNERS)
+    for key, value in DPD_DEFAULTS[dpd.learner].items():
+        if getattr(dpd, key) is None:
+            setattr(dpd, key, config.ppo.learning_rate if (dpd.learner, key) == ("ppo", "lr") else value)
+
+
+def _check_dpd(config: "DPDConfig") -> None:
+    from socratic.rl.envs import suite_meta
+    from socratic.rl.losses import POLICY_LOSSES
+
+    resolve_dpd(config)
+    dpd, learner = config.dpd, config.dpd.learner
+    continuous_suite = suite_meta(config.env.suite, "arch") == "mlp"
+    if (learner != "dqn") != continuous_suite:
+        wanted = "ddpg or ppo" if continuous_suite else "dqn"
+        raise ConfigError(f"dpd.learner: {learner} does not fit env.suite {config.env.suite} "
+                          f"({'continuous' if continuous_suite else 'discrete'} actions): use {wanted}")
+    allowed = {"dqn": DISADVANTAGES, "ddpg": ("peer_action", "value"), "ppo": ("value",)}[learner]
+    _choice("dpd.disadvantage", dpd.disadvantage, allowed)
+    _choice("dpd.sign", dpd.sign, DPD_SIGNS)
+    _positive({"dpd.clip_low": dpd.clip_low, "dpd.batch_size": dpd.batch_size, "dpd.lr": dpd.lr,
+               "dpd.round_steps": dpd.round_steps, "dpd.memory_size": dpd.memory_size})
+    _non_negative({"dpd.beta": dpd.beta})
+    if dpd.clip_high <= dpd.clip_low:
+        raise ConfigError(f"dpd.clip_high must be > dpd.clip_low, got {dpd.clip_high} <= {dpd.clip_low}")
+    _positive({"eval.episodes_per_round": config.eval.episodes_per_round,
+               "eval.final_episodes": config.eval.final_episodes})
+    if learner == "dqn":
+        _check_net("net", config.net)
+        _check_dqn(config.dqn)
+        _choice("dpd.loss", dpd.loss, POLICY_LOSSES)
+        _positive({"dpd.temperature": dpd.temperature})
+        if dpd.every is not None:
+            raise ConfigError("dpd.every is not used by DQN learners (one distillation step after every TD update): "
+                              "remove it")
+        return
+    _positive({"dpd.every": dpd.every})
+    section = getattr(config, learner)
+    positive = {"ddpg": ("n_timesteps", "learning_rate", "buffer_size", "batch_size", "tau", "train_freq",
+                         "gradient_steps"),
+                "ppo": ("n_timesteps", "learning_rate", "n_steps", "batch_size", "n_epochs", "clip_range",
+                        "max_grad_norm")}[learner]
+    _positive({f"{learner}.{k}": getattr(section, k) for k in positive})
+    if not 0 < section.gamma <= 1:
+        raise ConfigError(f"{learner}.gamma must be in (0, 1], got {section.gamma}")
+    if not section.net_arch or any(w <= 0 for w in section.net_arch):
+        raise ConfigError(f"{learner}.net_arch must be a list of positive widths, got {section.net_arch}")
+    if learner == "ddpg":
+        _non_negative({"ddpg.learning_starts": section.learning_starts, "ddpg.noise_std": section.noise_std})
+        if section.tau > 1:
+            raise ConfigError(f"ddpg.tau must be in (0, 1], got {section.tau}")
+        step = section.train_freq
+    else:
+        _non_negative({"ppo.ent_coef": section.ent_coef, "ppo.vf_coef": section.vf_coef})
+        if not 0 <= section.gae_lambda <= 1:
+            raise ConfigError(f"ppo.gae_lambda must be in [0, 1], got {section.gae_lambda}")
+        if section.n_steps % section.batch_size:
+            raise ConfigError(f"ppo.batch_size ({section.batch_size}) must divide ppo.n_steps ({section.n_steps})")
+        step = section.n_steps
+    if dpd.round_steps % step:
+        what = "ddpg.train_freq" if learner == "ddpg" else "ppo.n_steps"
+        raise ConfigError(f"dpd.round_steps ({dpd.round_steps}) must be a multiple of {what} ({step}): a round "
+                          "ends where the learner's own collection phase ends")
+
+
 def validate_rl(config: Any) -> None:
     """Value checks beyond types, for any of the three RL configs."""
     from socratic.rl.losses import POLICY_LOSSES
@@ -391,18 +533,7 @@ def validate_rl(config: Any) -> None:
         _positive({"eval.every_steps": config.eval.every_steps, "eval.episodes": config.eval.episodes,
                    "eval.final_episodes": config.eval.final_episodes})
     elif isinstance(config, DPDConfig):
-        _check_net("net", config.net)
-        _check_dqn(config.dqn)
-        dpd = config.dpd
-        _choice("dpd.loss", dpd.loss, POLICY_LOSSES)
-        _choice("dpd.disadvantage", dpd.disadvantage, DISADVANTAGES)
-        _positive({"dpd.clip_low": dpd.clip_low, "dpd.batch_size": dpd.batch_size, "dpd.lr": dpd.lr,
-                   "dpd.temperature": dpd.temperature, "dpd.round_steps": dpd.round_steps})
-        _non_negative({"dpd.beta": dpd.beta})
-        if dpd.clip_high <= dpd.clip_low:
-            raise ConfigError(f"dpd.clip_high must be > dpd.clip_low, got {dpd.clip_high} <= {dpd.clip_low}")
-        _positive({"eval.episodes_per_round": config.eval.episodes_per_round,
-                   "eval.final_episodes": config.eval.final_episodes})
+        _check_dpd(config)
     _check_runtime(config.runtime)
     _choice("search.direction", config.search.direction, ("maximize", "minimize"))
 
@@ -432,9 +563,10 @@ def save_rl_config(config: Any, path: str | Path) -> None:
 
 
 __all__ = [
-    "CollectConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DQNConfig", "DistillConfig", "EnvConfig",
+    "CollectConfig", "DDPGConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DPD_DEFAULTS", "DQNConfig",
+    "PPOConfig", "DistillConfig", "EnvConfig",
     "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
     "SB3TeacherConfig", "TEACHER_TRAIN_ALGOS", "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
-    "save_rl_config", "validate_rl",
+    "resolve_dpd", "save_rl_config", "validate_rl",
 ]

@@ -194,9 +194,11 @@ class DQNRun(Run):
             learner.env.close()
 
 
-def _fit(kind: type[DQNRun], cfg: Any, overwrite: bool, console: Console | None, resume: bool,
-         accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
-         epoch_callbacks: Iterable[EpochCallback]) -> tuple[DQNRun, dict[str, Any]]:
+def fit_run(kind: type[Run], cfg: Any, overwrite: bool, console: Console | None, resume: bool,
+            accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
+            epoch_callbacks: Iterable[EpochCallback]) -> tuple[Any, dict[str, Any]]:
+    """Check the run folder, set up the runtime, build the kind of run (`kind(cfg, folder, device, console,
+    step_callbacks=..., epoch_callbacks=...)`, which has a `close()`) and fit it; (run, summary)."""
     check_output_writable(cfg.output_dir)
     folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
     folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
@@ -274,7 +276,7 @@ def train_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console: Con
     """Train a DQN teacher with SB3 (a resumable run, see `TeacherRun`); returns summary.json's content.
     `step_callbacks` get (epoch, step) after each environment step, `epoch_callbacks` (epoch, metrics) after
     each epoch's last.pt (either may raise to stop the run)."""
-    run, result = _fit(TeacherRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+    run, result = fit_run(TeacherRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
                        epoch_callbacks)
     if cfg.runtime.plot:
         plot_learning_curve(run.run_dir, [("eval_score_mean", "DQN (greedy)")], x_key="timesteps",
@@ -415,7 +417,7 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     """Two DQN peers on `cfg.env`, alternating rounds of `dpd.round_steps` steps (a resumable run, see `DPDRun`);
     with `dpd.enabled: false` the same two learners train alone (the baseline). Returns summary.json's content.
     Callbacks as for `train_teacher`."""
-    run, result = _fit(DPDRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+    run, result = fit_run(DPDRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
                        epoch_callbacks)
     if cfg.runtime.plot:
         plot_learning_curve(run.run_dir, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],
@@ -423,4 +425,5 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     return result
 
 
-__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "learn_round", "run_dpd", "train_teacher"]
+__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "fit_run", "learn_round", "run_dpd",
+           "train_teacher"]

@@ -40,7 +40,7 @@ def rl_rows(paths: list[str | Path], baseline: str | None = None) -> list[dict[s
             row["method"] = f"{first['method']} ({first['loss']})"
             row["params"] = first["student_params"]
         elif kind == "rl_dpd":
-            row["method"] = first["method"]
+            row["method"] = f"{first['method']} ({first.get('algo', 'dqn')})"  # dpd / alone, and the peers' algorithm
             row["params"] = first["params"]
         else:
             row["method"] = first.get("algo", "dqn")

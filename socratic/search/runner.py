@@ -148,16 +148,24 @@ def _rl_distill_kind() -> RunKind:
     return RunKind(lambda values: rl_config_from_dict(DistillConfig, values), run_distillation)
 
 
+def _rl_dpd_kind() -> RunKind:
+    from socratic.rl.config import DPDConfig, rl_config_from_dict
+    from socratic.rl.dpd import run_dpd
+
+    return RunKind(lambda values: rl_config_from_dict(DPDConfig, values), run_dpd, epochs=lambda cfg: cfg.rounds)
+
+
 def _dataset_distill_kind() -> RunKind:
     from socratic.distill_data.search import dataset_distill_kind
 
     return RunKind(**dataset_distill_kind())
 
 
-# `socratic search --kind`: classification training/distillation, RL policy distillation (extra [rl]), or MKDT's
-# distill stage (its learning rates; the earlier stages are read from source_dir)
+# `socratic search --kind`: classification training/distillation, RL policy distillation or dual policy
+# distillation (extra [rl]; the objective of an RL dpd trial is its per-round `eval_score_mean`, both learners),
+# or MKDT's distill stage (its learning rates; the earlier stages are read from source_dir)
 RUN_KINDS: dict[str, Callable[[], RunKind]] = {"train": _train_kind, "rl-distill": _rl_distill_kind,
-                                               "dataset-distill": _dataset_distill_kind}
+                                               "rl-dpd": _rl_dpd_kind, "dataset-distill": _dataset_distill_kind}
 
 
 def run_kind(name: str) -> RunKind:
@@ -331,7 +339,7 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     """Run one search worker until the study has `n_trials` finished trials (or `timeout` seconds passed).
 
     `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object. `kind` is the
-    kind of run a trial is (`RUN_KINDS`: train, rl-distill, dataset-distill); the objective is the config's `search.objective`.
+    kind of run a trial is (`RUN_KINDS`: train, rl-distill, rl-dpd, dataset-distill); the objective is the config's `search.objective`.
     Returns a summary: study name, storage, trial counts, the best trial and the study folder.
     """
     from socratic.engine.distributed import env_info
