@@ -340,20 +340,15 @@ class EpochSession:
     def end(self, replay: TeacherReplay, y: Tensor) -> None:
         """Record what the step computed (the distiller filled `replay.recorded`) and count the step."""
         x = replay.batch
-        for index, writers in self.writers.items():
-            outputs = replay.recorded[index]
-            for field, writer in writers.items():
-                if field == "batches":
-                    writer.append({"rows": torch.tensor([x.shape[0]]),
-                                   "checksum": torch.tensor([input_checksum(x)]),
-                                   "labels": y.detach().to(torch.int64)})
-                    continue
-                value = outputs[field]
-                if value.dim() == 4 and not value.is_contiguous():
-                    writer.meta["channels_last"] = value.is_contiguous(memory_format=torch.channels_last)
-                if field == "logits":
-                    writer.meta["classes"] = int(value.shape[1])
-                writer.append(encode(field, value, self.cache.topk))
+        for index, writers in list(self.writers.items()):
+            try:
+                self._append(writers, replay.recorded[index], x, y)
+            except OSError as err:  # a full or read-only disk: this teacher's entries are dropped, training goes on
+                warnings.warn(f"teacher cache: cannot write under {self.cache.root} ({err}); teacher {index}'s "
+                              f"outputs of epoch {self.epoch} are not cached", stacklevel=2)
+                for writer in writers.values():
+                    writer.abort()
+                del self.writers[index]
         used = sum(1 for f in self.cache.fields if f)
         self.stats.replayed += len(replay.served)
         self.stats.live += used - len(replay.served)
@@ -361,14 +356,31 @@ class EpochSession:
         self.row += x.shape[0]
         self.label_row += y.shape[0]
 
+    def _append(self, writers: dict[str, _EntryWriter], outputs: dict[str, Tensor], x: Tensor, y: Tensor) -> None:
+        for field, writer in writers.items():
+            if field == "batches":
+                writer.append({"rows": torch.tensor([x.shape[0]]), "checksum": torch.tensor([input_checksum(x)]),
+                               "labels": y.detach().to(torch.int64)})
+                continue
+            value = outputs[field]
+            if value.dim() == 4 and not value.is_contiguous():
+                writer.meta["channels_last"] = value.is_contiguous(memory_format=torch.channels_last)
+            if field == "logits":
+                writer.meta["classes"] = int(value.shape[1])
+            writer.append(encode(field, value, self.cache.topk))
+
     def close(self, complete: bool) -> None:
         """Publish the recorded entries when the whole epoch was seen, else drop them."""
         publish = complete and self.step == self.batches
         for writers in self.writers.values():
             for writer in writers.values():
-                if publish:
-                    writer.publish()
-                else:
+                try:
+                    if publish:
+                        writer.publish()
+                    else:
+                        writer.abort()
+                except OSError as err:
+                    warnings.warn(f"teacher cache: cannot publish {writer.final} ({err}); not cached", stacklevel=2)
                     writer.abort()
         self.writers = {}
 
