@@ -86,6 +86,23 @@ def _flat(tree: object, prefix: str = "") -> dict[str, object]:
     return {prefix: tree}
 
 
+def _recorded_cache(root: Path, teacher_file: str, epoch: int = 1, batches: int = 3) -> TeacherCache:
+    """A cache with one epoch of random logits recorded through a session, as the trainer records them."""
+    stream = stream_description(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.arange(2), [0.5], [0.5],
+                                {"name": "none"}, seed=0, batch_size=4, shuffle=True, drop_last=False, rank=0,
+                                world_size=1, channels_last=False)
+    cache = TeacherCache(root, stream, {"precision": "fp32"}, [teacher_description("resnet8", {}, teacher_file)],
+                         [("logits",)])
+    session = cache.open_epoch(epoch, batches, torch.device("cpu"))
+    for step in range(batches):
+        x, y = torch.randn(4, 1, 2, 2), torch.arange(4)
+        replay = session.begin(x, y)
+        replay.store(0, {"logits": torch.randn(4, 10)})
+        session.end(replay, y)
+    session.close(complete=True)
+    return cache
+
+
 def _replayed(metrics: list[dict]) -> list[float]:
     return [m["teacher_cache_replayed"] for m in metrics]
 
@@ -196,21 +213,24 @@ def test_topk_keeps_the_largest_logits_and_the_mean_of_the_rest() -> None:
 
 # -------------------------------------------------------------------------------------- partial entries
 def test_a_partial_entry_is_never_read(run_config, teacher_files, tmp_path, one_torch_thread) -> None:
-    base = _config(run_config, teacher_files, tmp_path)
-    _, _, cfg = _run(base, "first")
-    (key,) = [p for p in (tmp_path / "tcache").iterdir()]
-    entry = key / "e1.logits"
-    meta = read_entry(entry)[0]
-    assert meta["batches"] == 4 and meta["arrays"]["data"]["shape"] == [200, 10]
-    # a truncated array file (a crash during a copy, a full disk) is not read and the epoch is recomputed
+    cache = _recorded_cache(tmp_path / "tcache", teacher_files[0])
+    entry = cache.entry_path(0, 1, "logits")
+    meta, arrays = read_entry(entry)
+    assert meta["batches"] == 3 and arrays["data"].shape == (12, 10)
+    session = cache.open_epoch(1, 3, torch.device("cpu"))
+    assert session.replay and not session.writers
+    # a truncated array file (a crash during a copy, a full disk) is not read, and the epoch is recorded again
     data = entry / "data.bin"
     data.write_bytes(data.read_bytes()[:-4])
     assert read_entry(entry) is None
-    assert _replayed(_run(base, "truncated")[1]) == [0.0]
+    session = cache.open_epoch(1, 3, torch.device("cpu"))
+    assert not session.replay and list(session.writers[0]) == ["logits"]
+    session.close(complete=False)
     # a folder without its meta.json (what a killed writer leaves, under a hidden name) is not read either
     (entry / "meta.json").unlink()
     assert read_entry(entry) is None
-
+    # a run stopped mid-epoch publishes nothing and leaves no temporary folder
+    base = _config(run_config, teacher_files, tmp_path)
     class Stop(Exception):
         pass
 
@@ -218,10 +238,9 @@ def test_a_partial_entry_is_never_read(run_config, teacher_files, tmp_path, one_
         if step == 2:
             raise Stop
 
-    other = {**base, "seed": 5}
     with pytest.raises(Stop):
-        _run(other, "stopped", callbacks=[stop])
-    keys = [p for p in (tmp_path / "tcache").iterdir() if p != key]
+        _run(base, "stopped", callbacks=[stop])
+    keys = [p for p in (tmp_path / "tcache").iterdir() if p != cache.folder(0)]
     assert len(keys) == 1 and [p.name for p in keys[0].iterdir()] == ["key.json"]  # nothing published or left
 
 
@@ -294,16 +313,19 @@ def test_resume_with_a_cache(run_config, teacher_files, tmp_path, stopped_and_re
 
 
 # -------------------------------------------------------------------------------------------------- CLI
-def test_cache_list_and_clear(run_config, teacher_files, tmp_path, capsys, one_torch_thread) -> None:
-    base = _config(run_config, teacher_files, tmp_path)
-    _run(base, "first")
-    directory = str(tmp_path / "tcache")
-    assert list_cache(directory)[0]["epochs"] == [1] and list_cache(directory)[0]["fields"] == ["logits"]
-    assert main(["cache", "list", "--dir", directory]) == 0
+def test_cache_list_and_clear(teacher_files, tmp_path, capsys) -> None:
+    directory = tmp_path / "tcache"
+    cache = _recorded_cache(directory, teacher_files[0], epoch=2)
+    (cache.folder(0) / ".tmp-e3.logits-123-abc").mkdir()  # a killed writer's folder
+    (row,) = list_cache(directory)
+    assert (row["epochs"], row["fields"], row["partial"], row["teacher"]) == ([2], ["logits"], 1, "resnet8")
+    assert main(["cache", "list", "--dir", str(directory)]) == 0
     out = capsys.readouterr().out
-    assert "resnet8" in out and "logits" in out
-    (Path(directory) / "unrelated").mkdir()  # not ours: never removed
-    assert main(["cache", "clear", "--dir", directory]) == 0
-    assert list_cache(directory) == [] and (Path(directory) / "unrelated").is_dir()
-    assert main(["cache", "list", "--dir", directory]) == 0
+    assert cache.keys[0] in out and "resnet8" in out and "logits" in out and "1 partial" in out
+    assert main(["cache", "clear", "--partial", "--dir", str(directory)]) == 0
+    assert list_cache(directory)[0]["partial"] == 0 and read_entry(cache.entry_path(0, 2, "logits")) is not None
+    (directory / "unrelated").mkdir()  # not ours: never removed
+    assert main(["cache", "clear", "--dir", str(directory)]) == 0
+    assert list_cache(directory) == [] and (directory / "unrelated").is_dir()
+    assert main(["cache", "list", "--dir", str(directory)]) == 0
     assert "no teacher outputs cached" in capsys.readouterr().out
