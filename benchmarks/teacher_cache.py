@@ -5,9 +5,10 @@ compared within a part, as ratios, because the machine is shared):
 
   pool3   the three-teacher pool of benchmarks/results/multiteacher.md (AVER, KD + FitNet, resnet20 + wrn_16_2 +
           resnet14 -> resnet8): scratch epoch, pool epoch without the cache, recording it, replaying it.
-  pair    KD, DKD, DIST and FitNet for resnet32x4 -> resnet8x4 at one seed, without the cache and with it (the first
-          method records, the others replay; a FitNet map the others did not record is recorded by FitNet), and the
-          final metrics of each pair of runs, which must be identical. The teacher is an *untrained* resnet32x4
+  pair    FitNet, KD, DKD and DIST for resnet32x4 -> resnet8x4 at one seed, each without the cache and then with
+          it (FitNet's cached run records its hint map and the logits, the others replay the logits), and the
+          metrics of each pair of runs, which must be identical. 500 training images (stratified), 1 epoch, 100 test
+          images per class. The teacher is an *untrained* resnet32x4
           (there is no committed CIFAR-10 one): enough for timing and for the identity check.
   topk    KD resnet20 -> resnet8 with the committed teacher, exact cache against top-3 and top-1 logits, seeds
           0 1 2 (--seeds; one process per seed can run side by side: accuracy, not speed), 3,000 training images,
@@ -102,7 +103,7 @@ def pair(out: Path) -> list[dict]:
     common = [f"data.root={data}", "data.train_subset=500", "optim.epochs=1", "seed=0", "student.name=resnet8x4",
               "teachers.0.name=resnet32x4", f"teachers.0.checkpoint={teacher}"]
     cache = f"teacher_cache.dir={out / 'cache_pair'}"
-    for method in ("kd", "dkd", "dist", "fitnet"):
+    for method in ("fitnet", "kd", "dkd", "dist"):  # FitNet first: its run records the map and the logits
         config = str(CONFIGS / method / "resnet20_resnet8.yaml")
         run(["distill", config, *common, f"name={method}_live"], out, log, f"{method} without cache")
         run(["distill", config, *common, f"name={method}_cached", "teacher_cache.enabled=true", cache], out, log,

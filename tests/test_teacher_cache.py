@@ -121,6 +121,9 @@ def test_replayed_outputs_give_the_live_losses(method: str, teachers: int, optio
     ctx = TrainContext(epoch=3, step=0, epochs=5, steps_per_epoch=1)
     fields = distiller.teacher_cache_fields()
     recorded = {i: compute_teacher_outputs(t, x, f) for i, (t, f) in enumerate(zip(pool, fields))}
+    for teacher in pool:  # logits recorded with a feature map are the logits of a plain forward, bit for bit
+        both = compute_teacher_outputs(teacher, x, ("stage1", "logits"))["logits"]
+        assert _flat(both) == _flat(compute_teacher_outputs(teacher, x, ("logits",))["logits"])
     state = {k: v.clone() for k, v in distiller.state_dict().items()}
     _, live = distiller.forward_train(x, y, ctx)
     distiller.load_state_dict(state)
@@ -166,7 +169,9 @@ def test_cached_training_is_bit_identical_to_live(method, teachers, run_config, 
 
 def test_a_changed_input_misses(run_config, teacher_files, tmp_path, one_torch_thread) -> None:
     base = _config(run_config, teacher_files, tmp_path)
-    _run(base, "first")
+    # FitNet records its hint map and the logits; KD on the same stream replays those logits
+    assert _replayed(_run({**base, "method": {"name": "fitnet", "hint_layer": 1}}, "fitnet")[1]) == [0.0]
+    assert _replayed(_run(base, "first")[1]) == [1.0]
     assert _replayed(_run({**base, "seed": 1}, "seed")[1]) == [0.0]
     state = torch.load(teacher_files[0], weights_only=True)
     state["model"]["fc.bias"] += 1.0  # other weights (the file name would not tell)

@@ -247,6 +247,9 @@ class TeacherCache:
         self.root = Path(root)
         self.topk = topk
         self.fields = [tuple(f) for f in fields]
+        # what a live teacher records: its method's fields, and its logits, which come with any forward and are
+        # small, so a feature method's run also fills the cache for the logit methods of the same table
+        self.record_fields = [tuple(dict.fromkeys([*f, "logits"])) if f else () for f in self.fields]
         self.descriptions = [{"version": CACHE_VERSION, "stream": stream, "numerics": numerics, "teacher": t}
                              for t in teachers]
         self.keys = [make_key(d) for d in self.descriptions]
@@ -288,10 +291,11 @@ class EpochSession:
         for index, fields in enumerate(cache.fields):
             if not fields:
                 continue
-            entries = {f: read_entry(cache.entry_path(index, epoch, f)) for f in (*fields, "batches")}
+            entries = {f: read_entry(cache.entry_path(index, epoch, f))
+                       for f in (*cache.record_fields[index], "batches")}
             complete = {f: e for f, e in entries.items() if e is not None and e[0]["batches"] == batches}
-            if len(complete) == len(entries):
-                self.replay[index] = {f: e for f, e in complete.items() if f != "batches"}
+            if all(f in complete for f in (*fields, "batches")):
+                self.replay[index] = {f: complete[f] for f in fields}
                 if self.checks is None:
                     self.checks = complete["batches"][1]
                 continue
@@ -334,7 +338,7 @@ class EpochSession:
                 self.live = True
         if self.live:  # nothing more is replayed this epoch
             self.replay = {}
-        wanted = {i: self.cache.fields[i] for i in self.writers}
+        wanted = {i: self.cache.record_fields[i] for i in self.writers}
         return TeacherReplay(x, replayed, wanted)
 
     def end(self, replay: TeacherReplay, y: Tensor) -> None:
