@@ -6,10 +6,10 @@ compared within a part, as ratios, because the machine is shared):
   pool3   the three-teacher pool of benchmarks/results/multiteacher.md (AVER, KD + FitNet, resnet20 + wrn_16_2 +
           resnet14 -> resnet8): scratch epoch, pool epoch without the cache, recording it, replaying it, and the
           scratch epoch again (drift of the machine's load); 2,000 training images, 1 epoch.
-  pair    FitNet, KD, DKD and DIST for resnet32x4 -> resnet8x4 at one seed, each without the cache and then with
-          it (FitNet's cached run records its hint map and the logits, the others replay the logits), and the
-          metrics of each pair of runs, which must be identical. 500 training images (stratified), 1 epoch, 100 test
-          images per class. The teacher is an *untrained* resnet32x4
+  pair    FitNet, KD, DKD and DIST for resnet32x4 -> resnet8x4 at one seed, without the cache (4 concurrent
+          processes) and with it (FitNet records its hint map and the logits, then KD, DKD and DIST replay them, 3
+          concurrent processes, beside the others), and the metrics of each pair of runs, which must be identical.
+          500 training images (stratified), 1 epoch, 100 test images per class. The teacher is an *untrained* resnet32x4
           (there is no committed CIFAR-10 one): enough for timing and for the identity check.
   topk    KD resnet20 -> resnet8 with the committed teacher, exact cache against top-3 and top-1 logits, seeds
           0 1 2 (--seeds; one process per seed can run side by side: accuracy, not speed), 3,000 training images,
@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,17 +99,36 @@ def untrained_teacher(out: Path) -> Path:
     return path
 
 
+def parallel(jobs: list[tuple[list[str], str]], out: Path, log: list[dict]) -> None:
+    """Run socratic commands as concurrent processes (on an oversubscribed machine every process gets a similar
+    share of a core, so their epoch times stay comparable with each other)."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        for future in [pool.submit(run, args, out, log, label) for args, label in jobs]:
+            future.result()
+
+
 def pair(out: Path) -> list[dict]:
     log: list[dict] = []
     data, teacher = small_test_set(out), untrained_teacher(out)
     common = [f"data.root={data}", "data.train_subset=500", "optim.epochs=1", "seed=0", "student.name=resnet8x4",
               "teachers.0.name=resnet32x4", f"teachers.0.checkpoint={teacher}"]
-    cache = f"teacher_cache.dir={out / 'cache_pair'}"
-    for method in ("fitnet", "kd", "dkd", "dist"):  # FitNet first: its run records the map and the logits
+    cache = ["teacher_cache.enabled=true", f"teacher_cache.dir={out / 'cache_pair'}"]
+
+    def job(method: str, cached: bool) -> tuple[list[str], str]:
         config = str(CONFIGS / method / "resnet20_resnet8.yaml")
-        run(["distill", config, *common, f"name={method}_live"], out, log, f"{method} without cache")
-        run(["distill", config, *common, f"name={method}_cached", "teacher_cache.enabled=true", cache], out, log,
-            f"{method} with cache")
+        name = f"{method}_cached" if cached else f"{method}_live"
+        return (["distill", config, *common, f"name={name}", *(cache if cached else [])],
+                f"{method} {'with' if cached else 'without'} cache")
+
+    def cached_table() -> None:  # FitNet records its hint map and the logits, then the logit methods replay them
+        run(*job("fitnet", True), out, log)
+        parallel([job(m, True) for m in ("kd", "dkd", "dist")], out, log)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(cached_table),
+                   pool.submit(parallel, [job(m, False) for m in ("fitnet", "kd", "dkd", "dist")], out, log)]
+        for future in futures:
+            future.result()
     return log
 
 
