@@ -107,7 +107,7 @@ def parallel(jobs: list[tuple[list[str], str]], out: Path, log: list[dict]) -> N
             future.result()
 
 
-def pair(out: Path) -> list[dict]:
+def pair(out: Path, only: tuple[str, ...] = ()) -> list[dict]:
     log: list[dict] = []
     data, teacher = small_test_set(out), untrained_teacher(out)
     common = [f"data.root={data}", "data.train_subset=500", "optim.epochs=1", "seed=0", "student.name=resnet8x4",
@@ -121,13 +121,14 @@ def pair(out: Path) -> list[dict]:
                 f"{method} {'with' if cached else 'without'} cache")
 
     def cached_table() -> None:  # FitNet records its hint map and the logits, then the logit methods replay them
-        run(*job("fitnet", True), out, log)
+        args, label = job("fitnet", True)
+        run(args, out, log, label)
         parallel([job(m, True) for m in ("kd", "dkd", "dist")], out, log)
 
+    parts = {"cached": [cached_table],
+             "live": [lambda: parallel([job(m, False) for m in ("fitnet", "kd", "dkd", "dist")], out, log)]}
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(cached_table),
-                   pool.submit(parallel, [job(m, False) for m in ("fitnet", "kd", "dkd", "dist")], out, log)]
-        for future in futures:
+        for future in [pool.submit(f) for key in (only or ("cached", "live")) for f in parts[key]]:
             future.result()
     return log
 
@@ -150,16 +151,22 @@ def main() -> None:
     parser.add_argument("part", choices=("pool3", "pair", "topk"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_teacher_cache"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="topk only")
+    parser.add_argument("--only", choices=("cached", "live"), help="pair only: one half (the other may run beside)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.part == "topk":  # seeds have keys of their own: their processes share the folder, not the entries
         log = topk(out, args.seeds)
         name = "topk_seed" + "_".join(map(str, args.seeds))
+    elif args.part == "pair":
+        if args.only != "live":
+            shutil.rmtree(out / "cache_pair", ignore_errors=True)  # the cached half starts from an empty cache
+        log = pair(out, (args.only,) if args.only else ())
+        name = "pair" + (f"_{args.only}" if args.only else "")
     else:
-        shutil.rmtree(out / f"cache_{args.part}", ignore_errors=True)  # the part starts from an empty cache
-        log = {"pool3": pool3, "pair": pair}[args.part](out)
-        name = args.part
+        shutil.rmtree(out / "cache_pool3", ignore_errors=True)
+        log = pool3(out)
+        name = "pool3"
     (out / f"{name}.json").write_text(json.dumps(log, indent=1))
 
 
