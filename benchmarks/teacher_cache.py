@@ -133,14 +133,14 @@ def pair(out: Path, only: tuple[str, ...] = ()) -> list[dict]:
     return log
 
 
-def topk(out: Path, seeds: list[int]) -> list[dict]:
+def topk(out: Path, seeds: list[int], ks: list[int]) -> list[dict]:
     log: list[dict] = []
     config = str(CONFIGS / "kd/resnet20_resnet8.yaml")
     common = ["data.train_subset=3000", "optim.epochs=3", "runtime.eval_every=3", "teacher_cache.enabled=true",
               f"teacher_cache.dir={out / 'cache_topk'}"]
     for seed in seeds:
-        for k in (None, 3, 1):
-            name = "kd_exact" if k is None else f"kd_top{k}"
+        for k in ks:
+            name = "kd_exact" if not k else f"kd_top{k}"
             run(["distill", config, *common, f"seed={seed}", f"name={name}", f"teacher_cache.topk={k or 'null'}"],
                 out, log, f"{name} seed {seed}")
     return log
@@ -151,13 +151,14 @@ def main() -> None:
     parser.add_argument("part", choices=("pool3", "pair", "topk"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_teacher_cache"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="topk only")
+    parser.add_argument("--k", type=int, nargs="+", default=[0, 3, 1], help="topk only: the k to run (0 = exact)")
     parser.add_argument("--only", choices=("cached", "live"), help="pair only: one half (the other may run beside)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.part == "topk":  # seeds have keys of their own: their processes share the folder, not the entries
-        log = topk(out, args.seeds)
-        name = "topk_seed" + "_".join(map(str, args.seeds))
+        log = topk(out, args.seeds, args.k)
+        name = "topk_seed" + "_".join(map(str, args.seeds)) + "_k" + "_".join(map(str, args.k))
     elif args.part == "pair":
         if args.only != "live":
             shutil.rmtree(out / "cache_pair", ignore_errors=True)  # the cached half starts from an empty cache
