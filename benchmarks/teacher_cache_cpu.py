@@ -57,15 +57,17 @@ def pool3(out: Path, images: int) -> list[dict]:
     return log
 
 
-def pair(out: Path, images: int) -> list[dict]:
+def pair(out: Path, images: int, only: list[str] | None = None) -> list[dict]:
     log: list[dict] = []
     common = [f"data.root={small_test_set(SHARED)}", f"data.train_subset={images}", "student.name=resnet8x4",
               "teachers.0.name=resnet32x4", f"teachers.0.checkpoint={untrained_teacher(SHARED)}"]
     cache = ["teacher_cache.enabled=true", f"teacher_cache.dir={out / 'cache_pair'}"]
     for method in ("fitnet", "kd", "dkd", "dist"):  # FitNet first: its cached run records the map and the logits
         config = CONFIGS / method / "resnet20_resnet8.yaml"
-        run(config, [*common, f"name={method}_live"], out, log, f"{method} without cache")
-        run(config, [*common, f"name={method}_cached", *cache], out, log, f"{method} with cache")
+        if not only or f"{method}_live" in only:
+            run(config, [*common, f"name={method}_live"], out, log, f"{method} without cache")
+        if not only or f"{method}_cached" in only:
+            run(config, [*common, f"name={method}_cached", *cache], out, log, f"{method} with cache")
     return log
 
 
@@ -74,14 +76,18 @@ def main() -> None:
     parser.add_argument("part", choices=("pool3", "pair"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_teacher_cache_cpu"))
     parser.add_argument("--images", type=int, default=None, help="training images (pool3: 1000, pair: 256)")
+    parser.add_argument("--runs", nargs="+", help="pair only: just these runs (e.g. kd_live kd_cached), as processes "
+                        "side by side, on the cache the earlier ones left (fitnet_cached first)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out).resolve() / args.part
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / f"cache_{args.part}", ignore_errors=True)
+    if not args.runs:
+        shutil.rmtree(out / f"cache_{args.part}", ignore_errors=True)
     images = args.images or {"pool3": 1000, "pair": 256}[args.part]
-    log = {"pool3": pool3, "pair": pair}[args.part](out, images)
-    (out / f"{args.part}.json").write_text(json.dumps(log, indent=1))
+    log = pool3(out, images) if args.part == "pool3" else pair(out, images, args.runs)
+    name = args.part + ("_" + "_".join(args.runs) if args.runs else "")
+    (out / f"{name}.json").write_text(json.dumps(log, indent=1))
 
 
 if __name__ == "__main__":
