@@ -167,6 +167,16 @@ def test_cached_training_is_bit_identical_to_live(method, teachers, run_config, 
     _same_training(live, replaying)
 
 
+def test_topk_trains_on_the_same_numbers_recording_or_replaying(run_config, teacher_files, tmp_path,
+                                                                one_torch_thread) -> None:
+    topk = _config(run_config, teacher_files, tmp_path, teacher_cache__topk=3)
+    recording, replaying = _run(topk, "recording"), _run(topk, "replaying")
+    assert _replayed(recording[1]) == [0.0] and _replayed(replaying[1]) == [1.0]
+    _same_training(recording, replaying)
+    exact = _run(_config(run_config, teacher_files, tmp_path), "exact")  # the live logits: other numbers
+    assert exact[1][0]["train_kd"] != recording[1][0]["train_kd"]
+
+
 def test_a_changed_input_misses(run_config, teacher_files, tmp_path, one_torch_thread) -> None:
     base = _config(run_config, teacher_files, tmp_path)
     # FitNet records its hint map and the logits; KD on the same stream replays those logits

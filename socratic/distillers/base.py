@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -27,8 +27,10 @@ class TeacherReplay:
     """
 
     def __init__(self, batch: Tensor, replayed: dict[int, dict[str, Tensor]] | None = None,
-                 wanted: dict[int, tuple[str, ...]] | None = None) -> None:
+                 wanted: dict[int, tuple[str, ...]] | None = None,
+                 lossy: Callable[[str, Tensor], Tensor] | None = None) -> None:
         self.batch = batch
+        self.lossy = lossy  # what storage does to a field (top-k logits), applied to live outputs on the batch too
         self.version = batch._version
         self.replayed = replayed or {}
         self.wanted = wanted or {}
@@ -162,10 +164,13 @@ class Distiller(nn.Module):
             cached = replay.lookup(index, fields)
             if cached is not None:
                 return cached
-        wanted = replay.wanted.get(index, ()) if replay is not None and replay.serves(x) else ()
+        serves = replay is not None and replay.serves(x)
+        wanted = replay.wanted.get(index, ()) if serves else ()
         out = compute_teacher_outputs(self.teachers[index], x, tuple(dict.fromkeys([*fields, *wanted])))
         if wanted:
             replay.store(index, out)
+        if serves and replay.lossy is not None:  # the run trains on what a replay would give: same numbers either way
+            return {f: replay.lossy(f, out[f]) for f in fields}
         return {f: out[f] for f in fields}
 
     @contextlib.contextmanager

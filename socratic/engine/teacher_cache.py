@@ -254,6 +254,14 @@ class TeacherCache:
                              for t in teachers]
         self.keys = [make_key(d) for d in self.descriptions]
 
+    def lossy(self, field: str, value: Tensor) -> Tensor:
+        """What storing and replaying does to a live output (top-k logits; other fields are exact), so a run that
+        records trains on the same numbers as one that replays."""
+        if field != "logits" or not self.topk:
+            return value
+        meta = {"classes": value.shape[1]}
+        return decode(field, encode(field, value, self.topk), meta, value.device)
+
     def folder(self, index: int) -> Path:
         return self.root / self.keys[index]
 
@@ -339,7 +347,7 @@ class EpochSession:
         if self.live:  # nothing more is replayed this epoch
             self.replay = {}
         wanted = {i: self.cache.record_fields[i] for i in self.writers}
-        return TeacherReplay(x, replayed, wanted)
+        return TeacherReplay(x, replayed, wanted, lossy=self.cache.lossy if self.cache.topk else None)
 
     def end(self, replay: TeacherReplay, y: Tensor) -> None:
         """Record what the step computed (the distiller filled `replay.recorded`) and count the step."""
