@@ -248,6 +248,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """`socratic cache list|clear`: the teacher-output cache (docs/performance.md)."""
+    from socratic.engine.teacher_cache import cache_root, clear_cache, list_cache
+
+    root = cache_root(args.dir)
+    if args.action == "clear":
+        freed = clear_cache(root, keys=args.key or (), partial_only=args.partial)
+        console.print(f"freed {freed / 2**20:.1f} MiB under {root}")
+        return 0
+    rows = list_cache(root)
+    if not rows:
+        console.print(f"no teacher outputs cached under {root}")
+        return 0
+    console.print(f"teacher outputs under {root}:", markup=False, highlight=False)
+    for row in rows:
+        epochs = row["epochs"]
+        span = f"{epochs[0]}..{epochs[-1]} ({len(epochs)})" if epochs else "none"
+        partial = f", {row['partial']} partial" if row["partial"] else ""
+        console.print(f"{row['key']}  {row['teacher']} ({row['checkpoint']})  seed {row['seed']}  "
+                      f"{row['precision']}  epochs {span}  {', '.join(row['fields']) or '-'}  "
+                      f"{row['bytes'] / 2**20:.1f} MiB{partial}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="socratic", description="Teacher-student learning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"socratic {__version__}")
@@ -435,6 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
     search_rep.add_argument("--study-name", default=None, help="default: the folder's study")
     search_rep.add_argument("--out", default=None, help="write into OUT/<study> instead of the study folder")
     search_rep.set_defaults(func=cmd_search_report)
+
+    cache = sub.add_parser("cache", help="list or clear the teacher-output cache (teacher_cache in a config)",
+                           description="The teacher outputs cached by runs with teacher_cache.enabled: one key per "
+                                       "teacher and data stream, one entry per epoch and field.")
+    cache.add_argument("action", choices=("list", "clear"))
+    cache.add_argument("--dir", default=None,
+                       help="the cache folder (teacher_cache.dir); default $SOCRATIC_CACHE/teacher_outputs")
+    cache.add_argument("--key", action="append", help="clear only this key (repeatable)")
+    cache.add_argument("--partial", action="store_true",
+                       help="clear only half-written entries (left by killed runs); not while runs write the cache")
+    cache.set_defaults(func=cmd_cache)
 
     from socratic.rl.cli import add_rl_parser  # argparse only: the RL extras are imported when an rl command runs
 

@@ -26,6 +26,8 @@ from socratic.engine.checkpoint import CheckpointError, load_weights
 from socratic.engine.run import RunFolder, check_output_writable
 from socratic.engine.run import run_dir_for as _run_dir
 from socratic.engine.runtime import resolve_precision, setup_run
+from socratic.engine.teacher_cache import (TeacherCache, cache_root, numerics_description, stream_description,
+                                           teacher_description)
 from socratic.engine.trainer import Augmentation, EpochCallback, StepCallback, Trainer
 from socratic.models import create_model
 from socratic.registry import METHODS
@@ -121,6 +123,35 @@ def build_augmentation(cfg: ExperimentConfig, dataset: ImageDataset) -> Augmenta
         raise ConfigError(str(err)) from err
 
 
+def build_teacher_cache(cfg: ExperimentConfig, distiller: Distiller, loader: TensorLoader, device: torch.device
+                        ) -> TeacherCache | None:
+    """The `teacher_cache` section as the run's `TeacherCache` (None when off); a method that reads its teachers
+    in a way the cache cannot replay, or a top-k that keeps every class, is a ConfigError."""
+    section = cfg.teacher_cache
+    if not section.enabled:
+        return None
+    fields = distiller.teacher_cache_fields()
+    if fields is None:
+        able = [e.name for e in METHODS.entries()
+                if getattr(e.factory, "teacher_cache_fields", None) is not Distiller.teacher_cache_fields]
+        raise ConfigError(f"teacher_cache.enabled: method.name '{cfg.method.name}' reads its teachers' outputs in a "
+                          f"way the teacher-output cache does not replay; the methods that use it: "
+                          f"{', '.join(sorted(able))} (or set teacher_cache.enabled=false)")
+    classes = loader.dataset.num_classes
+    if section.topk is not None and section.topk >= classes:
+        raise ConfigError(f"teacher_cache.topk={section.topk} keeps every logit of a {classes}-class dataset: use "
+                          f"null (exact) or a value below {classes}")
+    dataset = loader.dataset
+    augment = config_to_dict(cfg)["data"]["augment"]
+    stream = stream_description(dataset.images, dataset.labels, dataset.mean, dataset.std, augment, seed=loader.seed,
+                                batch_size=loader.batch_size, shuffle=loader.shuffle, drop_last=loader.drop_last,
+                                rank=loader.rank, world_size=loader.world_size, channels_last=loader.channels_last)
+    numerics = numerics_description(device, resolve_precision(device, cfg.runtime.precision),
+                                    cfg.runtime.deterministic)
+    teachers = [teacher_description(t.name, t.kwargs, t.checkpoint) for t in cfg.teachers]
+    return TeacherCache(cache_root(section.dir), stream, numerics, teachers, fields, topk=section.topk)
+
+
 def run_dir_for(cfg: ExperimentConfig) -> Path:
     """`<output_dir>/<name>/seed<seed>` of this config."""
     return _run_dir(cfg.output_dir, cfg.name, cfg.seed)
@@ -208,12 +239,12 @@ def _run(cfg: ExperimentConfig, world: distributed.DistInfo, dist_device: torch.
         if augmentation is not None and cfg.da.target == "weighted":  # DA against the weighted teacher ensemble
             augmentation.teacher_weights = distiller.current_teacher_weights
         train_loader, test_loader = make_loaders(cfg, datasets, device, world.rank, world.world_size, with_indices)
+        teacher_cache = build_teacher_cache(cfg, distiller, train_loader, device)
     except Exception as err:  # noqa: BLE001 - raised on every rank below
         error = err
     distributed.raise_if_any_failed(error)  # a bad config or a missing file stops every rank, not just one
     # Trainer.fit: rank 0 alone locks and makes (or checks) the run folder; its error is raised on every rank.
     trainer = Trainer(distiller, train_loader, test_loader, cfg, folder, device,
                       meta=checkpoint_meta(cfg, datasets.train, device), callbacks=callbacks,
-                      augmentation=augmentation,
-                      epoch_callbacks=epoch_callbacks)
+                      augmentation=augmentation, epoch_callbacks=epoch_callbacks, teacher_cache=teacher_cache)
     return trainer.fit()

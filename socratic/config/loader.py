@@ -349,8 +349,12 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"teachers.{i}.checkpoint is required: a teacher must be trained first")
     try:
         config.runtime.check("runtime")
+        config.teacher_cache.check("teacher_cache")
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if config.teacher_cache.enabled and not config.teachers:
+        raise ConfigError(f"teacher_cache.enabled: method.name '{config.method.name}' has no teachers, so there is "
+                          "nothing to cache (set teacher_cache.enabled=false)")
     _validate_da(config, method.meta)
 
 

@@ -176,6 +176,26 @@ class DAConfig:
 
 
 @dataclass
+class TeacherCacheConfig:
+    """The teacher-output cache (docs/performance.md): each epoch's batches are a function of (seed, epoch), so the
+    teachers' outputs on them are computed once, stored on disk and replayed by every later run that would compute
+    the same ones (the methods and seeds of a table, the trials of a search). Off until asked for."""
+
+    enabled: bool = False
+    dir: str | None = None  # where entries live; None = $SOCRATIC_CACHE/teacher_outputs or ~/.cache/socratic/...
+    topk: int | None = None  # None: exact logits (training bit-identical to no cache); k: keep each sample's k
+    #                          largest logits and set the others to their mean (smaller, changes the numbers)
+
+    def check(self, prefix: str = "teacher_cache") -> None:
+        """A ValueError naming the key when a value is out of range."""
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"{prefix}.enabled must be true or false, got {self.enabled!r}")
+        if self.topk is not None and (not _is_int(self.topk) or self.topk < 1):
+            raise ValueError(f"{prefix}.topk must be null (exact logits) or an integer >= 1 (logits kept per "
+                             f"sample), got {self.topk!r}")
+
+
+@dataclass
 class SearchConfig:
     """What a hyperparameter search (`socratic search`) optimises: a key of the run's per-epoch metrics."""
 
@@ -197,4 +217,5 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     da: DAConfig = field(default_factory=DAConfig)
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     search: SearchConfig = field(default_factory=SearchConfig)

@@ -45,6 +45,72 @@ def _recorded_epoch_end(on_epoch_end: Callable[..., Any]) -> Callable[..., Any]:
     return on_epoch_end_recorded
 
 
+class TeacherReplay:
+    """The teachers' outputs on one loader batch: replayed from a teacher-output cache, or recorded for it.
+
+    `batch` is the tensor the loader yielded; only a call on that very tensor, unchanged since (same object, same
+    version counter), is served, so a batch that an augmentation replaced (a DA-perturbed batch) or edited in place
+    always runs the teachers live. `replayed` maps a teacher's index to its cached outputs by field name
+    (`logits`, `embedding`, `stage<i>`); `wanted` names, per teacher, the fields to record from a live call on the
+    batch. Filled and read by `socratic.engine.teacher_cache`; methods only call `Distiller.teacher_outputs`.
+    """
+
+    def __init__(self, batch: Tensor, replayed: dict[int, dict[str, Tensor]] | None = None,
+                 wanted: dict[int, tuple[str, ...]] | None = None,
+                 lossy: Callable[[str, Tensor], Tensor] | None = None) -> None:
+        self.batch = batch
+        self.lossy = lossy  # what storage does to a field (top-k logits), applied to live outputs on the batch too
+        self.version = batch._version
+        self.replayed = replayed or {}
+        self.wanted = wanted or {}
+        self.recorded: dict[int, dict[str, Tensor]] = {}
+        self.served: set[int] = set()  # the teachers whose outputs were served from the cache
+
+    def serves(self, x: Tensor) -> bool:
+        """Whether `x` is the loader's batch, untouched."""
+        return x is self.batch and x._version == self.version
+
+    def lookup(self, index: int, fields: Sequence[str]) -> dict[str, Tensor] | None:
+        record = self.replayed.get(index)
+        if record is None or not all(f in record for f in fields):
+            return None
+        self.served.add(index)
+        return {f: record[f] for f in fields}
+
+    def store(self, index: int, outputs: dict[str, Tensor]) -> None:
+        if index in self.wanted and index not in self.recorded:
+            self.recorded[index] = {f: outputs[f] for f in self.wanted[index]}
+
+    def missing(self) -> list[int]:
+        """Teachers whose outputs are wanted but were not recorded (the method saw another batch, e.g. DA's)."""
+        return [i for i in self.wanted if i not in self.recorded]
+
+
+def stage_field(model: nn.Module, index: int) -> str:
+    """The cache field of stage `index` of `model`'s `Features.stages` (negative indices made absolute)."""
+    return f"stage{index % len(model.stage_channels)}"
+
+
+@torch.no_grad()
+def compute_teacher_outputs(teacher: nn.Module, x: Tensor, fields: Sequence[str]) -> dict[str, Tensor]:
+    """A teacher's outputs on `x` by field: `logits` (`teacher(x)` when nothing else is asked), `embedding` and
+    `stage<i>` (from `forward_features`)."""
+    if all(f == "logits" for f in fields):
+        return {"logits": teacher(x)}
+    features = teacher.forward_features(x)
+    out: dict[str, Tensor] = {}
+    for name in fields:
+        if name == "logits":
+            out[name] = features.logits
+        elif name == "embedding":
+            out[name] = features.embedding
+        elif name.startswith("stage"):
+            out[name] = features.stages[int(name[5:])]
+        else:
+            raise ValueError(f"unknown teacher output field {name!r} (logits, embedding or stage<i>)")
+    return out
+
+
 class Distiller(nn.Module):
     """Base class of every method.
 
@@ -70,6 +136,8 @@ class Distiller(nn.Module):
             cls.forward_train = _checked_forward_train(cls.__dict__["forward_train"])
         if "on_epoch_end" in cls.__dict__:
             cls.on_epoch_end = _recorded_epoch_end(cls.__dict__["on_epoch_end"])
+
+    teacher_replay: TeacherReplay | None = None  # set by the training step while a teacher-output cache is on
 
     def __init__(self, student: nn.Module, teachers: nn.Module | Sequence[nn.Module] = ()) -> None:
         super().__init__()
@@ -159,10 +227,11 @@ class Distiller(nn.Module):
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The (single) teacher's logits; no graph is kept. Rows whose logits the step already knows
-        (`known_teacher_logits`, adaptive DA) are not recomputed."""
+        (`known_teacher_logits`, adaptive DA) are not recomputed; the others are replayed from the
+        teacher-output cache when it is on."""
         known = self._known_teacher_logits
         logits = known.complete(self.teacher, x) if known is not None else None
-        return self.teacher(x) if logits is None else logits
+        return self.teacher_outputs(x, 0, ("logits",))["logits"] if logits is None else logits
 
     @contextlib.contextmanager
     def known_teacher_logits(self, known: KnownTeacherLogits | None) -> Iterator[None]:
@@ -173,6 +242,46 @@ class Distiller(nn.Module):
             yield
         finally:
             self._known_teacher_logits = None
+
+    # ----------------------------------------------------------------------------- teacher-output cache
+    def teacher_cache_fields(self) -> list[tuple[str, ...]] | None:
+        """Per teacher, the outputs `forward_train` reads on the loader's batch through `teacher_outputs`
+        (`logits`, `embedding`, `stage<i>`): what a teacher-output cache must hold for this method. None (the
+        default): the method reads its teachers otherwise, and a config that turns the cache on is refused."""
+        return None
+
+    @torch.no_grad()
+    def teacher_outputs(self, x: Tensor, index: int = 0, fields: Sequence[str] = ("logits",)) -> dict[str, Tensor]:
+        """Teacher `index`'s outputs on `x` by field, no graph: from the cache when `x` is the batch it replays,
+        else live (and recorded when the cache asks for them)."""
+        replay = self.teacher_replay
+        if replay is not None and replay.serves(x):
+            cached = replay.lookup(index, fields)
+            if cached is not None:
+                return cached
+        serves = replay is not None and replay.serves(x)
+        wanted = replay.wanted.get(index, ()) if serves else ()
+        out = compute_teacher_outputs(self.teachers[index], x, tuple(dict.fromkeys([*fields, *wanted])))
+        if wanted:
+            replay.store(index, out)
+        if serves and replay.lossy is not None:  # the run trains on what a replay would give: same numbers either way
+            return {f: replay.lossy(f, out[f]) for f in fields}
+        return {f: out[f] for f in fields}
+
+    @contextlib.contextmanager
+    def replaying(self, replay: TeacherReplay | None) -> Iterator[None]:
+        """Serve (and record) the teachers' outputs on `replay.batch` for the duration of one step."""
+        self.teacher_replay = replay
+        try:
+            yield
+        finally:
+            self.teacher_replay = None
+
+    def fill_teacher_replay(self, replay: TeacherReplay) -> None:
+        """Run the teachers whose wanted outputs the step did not record (it trained on another batch, e.g. a
+        DA-perturbed one) on the clean batch, so the cache entry of the epoch is complete."""
+        for index in replay.missing():
+            replay.store(index, compute_teacher_outputs(self.teachers[index], replay.batch, replay.wanted[index]))
 
 
 def list_distillers() -> list[str]:

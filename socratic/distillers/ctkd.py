@@ -112,6 +112,9 @@ class CTKD(Distiller):
         self.temperature = GlobalTemperature(t_start, t_end)
         self._tau_sum, self._steps, self._lam = 0.0, 0, decay_max
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [("logits",)]  # the teacher's logits on the batch are all it reads
+
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"temperature": self.temperature}
 

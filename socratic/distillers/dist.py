@@ -84,6 +84,9 @@ class DIST(Distiller):
         self.ce_weight, self.kd_weight, self.temperature = ce_weight, kd_weight, temperature
         self.beta, self.gamma = beta, gamma
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [("logits",)]  # the teacher's logits on the batch are all it reads
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(x)

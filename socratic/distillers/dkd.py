@@ -96,6 +96,9 @@ class DKD(Distiller):
         self.ce_weight, self.alpha, self.beta = ce_weight, alpha, beta
         self.temperature, self.warmup_epochs, self.standardize = temperature, warmup_epochs, standardize
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [("logits",)]  # the teacher's logits on the batch are all it reads
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         if ctx is None:

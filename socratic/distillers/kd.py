@@ -56,6 +56,9 @@ class KD(Distiller):
         self.kd_weight = kd_weight
         self.standardize = standardize
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [("logits",)]  # the teacher's logits on the batch are all it reads
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(x)

@@ -103,6 +103,9 @@ class MLKD(Distiller):
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
         self.temperature, self.standardize = temperature, standardize
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [("logits",)]  # the teacher's logits on the batch are all it reads
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         b = y.shape[0]

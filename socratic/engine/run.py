@@ -135,7 +135,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]  # (epoch, metrics) after 
 NON_NUMERIC_KEYS: tuple[str, ...] = (
     "output_dir", "runtime.device", "runtime.num_threads", "runtime.progress", "runtime.tensorboard",
     "runtime.eval_every", "runtime.plot", "runtime.find_unused_parameters", "data.cache_dir", "data.download",
-    "search",
+    "search", "teacher_cache",  # the cache's effect on the numbers (top-k or exact) is compared as resolved()
 )
 
 _MISSING = "(absent)"

@@ -14,12 +14,13 @@ from rich.console import Console
 from socratic.config import config_to_dict
 from socratic.config.schema import ExperimentConfig
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller
+from socratic.distillers.base import Distiller, TeacherReplay
 from socratic.engine import distributed
 from socratic.engine.evaluate import accuracy_from_counts, evaluate_counts
 from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress
 from socratic.engine.runtime import autocast, grad_scaler, peak_memory_mb, resolve_precision
+from socratic.engine.teacher_cache import TeacherCache
 
 # A batch transform that needs the models (e.g. socratic.augment.DisagreementAugmentation):
 # x_new = augmentation(x, student, teachers); optional `epoch_metrics()` -> {name: value}, then reset; optional
@@ -32,7 +33,8 @@ def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: Trai
                optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], scaler: torch.amp.GradScaler, *,
                precision: str = "fp32",
                augmentation: Augmentation | None = None, forward: Callable[..., Any] | None = None,
-               check_loss: LossCheck | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               check_loss: LossCheck | None = None, replay: TeacherReplay | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimiser step of a distiller (the only copy: the Trainer and `socratic bench` use it).
 
     `augmentation` transforms the batch inside the same autocast (the distiller recomputes the teachers'
@@ -40,9 +42,11 @@ def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: Trai
     unchanged, its `known_teacher_logits()`, are reused); `forward` replaces `distiller.forward_train` (the DDP
     wrapper under torchrun); `check_loss(loss, losses)` may raise before the backward (the NaN stop).
     `optimizer` may be several (DML's one per peer): all are zeroed, and each is stepped after the one backward
-    of the summed losses. Returns the logits and the named losses.
+    of the summed losses. `replay` (the teacher-output cache's view of this batch, `socratic.engine.teacher_cache`)
+    serves the teachers' outputs on the unchanged batch, and records the ones it asks for, in the same autocast.
+    Returns the logits and the named losses.
     """
-    with autocast(x.device, precision):
+    with autocast(x.device, precision), distiller.replaying(replay):
         known = None
         if augmentation is not None:
             x = augmentation(x, distiller.student, distiller.teachers)
@@ -50,6 +54,8 @@ def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: Trai
             known = known() if known is not None else None
         with distiller.known_teacher_logits(known):
             logits, losses = (forward or distiller.forward_train)(x, y, ctx)
+        if replay is not None:
+            distiller.fill_teacher_replay(replay)  # a teacher the step ran on another batch (DA's), on this one
     loss = sum(losses.values())
     if check_loss is not None:
         check_loss(loss, losses)
@@ -91,7 +97,8 @@ class Trainer(Run):
     def __init__(self, distiller: Distiller, train_loader: Any, val_loader: Iterable, config: ExperimentConfig,
                  run_dir: RunFolder | str | Path, device: torch.device, meta: dict[str, Any] | None = None,
                  callbacks: Iterable[StepCallback] = (), console: Console | None = None,
-                 augmentation: Augmentation | None = None, epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
+                 augmentation: Augmentation | None = None, epoch_callbacks: Iterable[EpochCallback] = (),
+                 teacher_cache: TeacherCache | None = None) -> None:
         folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, config_to_dict(config))
         runtime = config.runtime
         super().__init__(folder, epochs=config.optim.epochs, device=device, progress=runtime.progress,
@@ -104,6 +111,7 @@ class Trainer(Run):
         # (socratic.distillers.usage) can never fire here, so they do not run at all.
         self.distiller.usage_checks = False
         self.augmentation = augmentation
+        self.teacher_cache = teacher_cache
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.config = config
@@ -190,21 +198,42 @@ class Trainer(Run):
         steps.start(steps_per_epoch, unit="img")
         start = time.perf_counter()
         optimizers = list(self.optimizers.values())
-        for step, (x, y, *indices) in enumerate(self.train_loader):  # indices: for a method that asked for them
-            ctx = TrainContext(epoch, step, self.config.optim.epochs, steps_per_epoch,
-                               indices=indices[0] if indices else None)
-            logits, losses = train_step(self.distiller, x, y, ctx, optimizers, self.scaler,
-                                        precision=self.config.runtime.precision, augmentation=self.augmentation,
-                                        forward=self.ddp, check_loss=self._check_finite(epoch, step))
-            step_loss = 0.0
-            for name, value in losses.items():
-                value = float(value.detach())
-                step_loss += value
-                loss_sums[name] = loss_sums.get(name, 0.0) + value * y.numel()
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += y.numel()
-            steps.step(loss=step_loss, count=y.numel())
+        cache = (self.teacher_cache.open_epoch(epoch, steps_per_epoch, self.device)
+                 if self.teacher_cache is not None else None)
+        complete = False
+        try:
+            for step, (x, y, *indices) in enumerate(self.train_loader):  # indices: for a method that asked for them
+                ctx = TrainContext(epoch, step, self.config.optim.epochs, steps_per_epoch,
+                                   indices=indices[0] if indices else None)
+                replay = cache.begin(x, y) if cache is not None else None
+                logits, losses = train_step(self.distiller, x, y, ctx, optimizers, self.scaler,
+                                            precision=self.config.runtime.precision,
+                                            augmentation=self.augmentation, forward=self.ddp,
+                                            check_loss=self._check_finite(epoch, step), replay=replay)
+                if cache is not None:
+                    cache.end(replay, y)
+                self._record_step(losses, logits, y, loss_sums, steps)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += y.numel()
+            complete = True
+        finally:
+            if cache is not None:
+                cache.close(complete)
         elapsed = time.perf_counter() - start
+        return self._epoch_metrics(loss_sums, correct, seen, elapsed, cache)
+
+    @staticmethod
+    def _record_step(losses: dict[str, torch.Tensor], logits: torch.Tensor, y: torch.Tensor,
+                     loss_sums: dict[str, float], steps: StepProgress) -> None:
+        step_loss = 0.0
+        for name, value in losses.items():
+            value = float(value.detach())
+            step_loss += value
+            loss_sums[name] = loss_sums.get(name, 0.0) + value * y.numel()
+        steps.step(loss=step_loss, count=y.numel())
+
+    def _epoch_metrics(self, loss_sums: dict[str, float], correct: int, seen: int, elapsed: float,
+                       cache: Any) -> dict[str, float]:
         if self.dist.enabled:  # sums over all ranks: the metrics describe the whole (global) epoch
             parts = distributed.gather_objects((loss_sums, correct, seen, elapsed))
             loss_sums = {}
@@ -219,6 +248,9 @@ class Trainer(Run):
         metrics["train_time"] = elapsed
         metrics["train_img_per_s"] = seen / elapsed
         metrics["peak_memory_mb"] = peak_memory_mb(self.device, reset=True)  # this rank's
+        if cache is not None:  # share of (teacher, batch) outputs replayed from the cache (this rank's)
+            total = cache.stats.replayed + cache.stats.live
+            metrics["teacher_cache_replayed"] = cache.stats.replayed / total if total else 0.0
         return metrics
 
     def _method_metrics(self) -> dict[str, float]:
@@ -311,8 +343,11 @@ class Trainer(Run):
 
     def resolved(self) -> dict[str, Any]:
         """The device type and the precision `runtime.precision` resolves to here (`auto`: bf16 or fp32)."""
+        cache = self.config.teacher_cache
         return {**super().resolved(),
-                "runtime.precision (resolved)": resolve_precision(self.device, self.config.runtime.precision)}
+                "runtime.precision (resolved)": resolve_precision(self.device, self.config.runtime.precision),
+                # an exact cache does not change the numbers (on or off); top-k logits do
+                "teacher outputs (resolved)": f"top-{cache.topk} logits" if cache.enabled and cache.topk else "exact"}
 
 
 def _epoch_line(metrics: dict[str, Any]) -> str:

@@ -109,7 +109,8 @@ class MultiTeacherDistiller(Distiller):
         use_regressors = self.regressors is not None
         features = self.student.forward_features(x) if use_regressors else None
         logits = features.logits if use_regressors else self.student(x)
-        teachers = self.pool(x, maps=use_regressors)
+        teachers = self.pool.collect([self.teacher_outputs(x, i, fields)  # replayed when a teacher cache is on
+                                      for i, fields in enumerate(self.pool.fields(use_regressors))], use_regressors)
         kl = torch.stack([kd_loss_per_sample(logits, t, self.temperature) for t in teachers.logits], dim=1)
         with torch.no_grad():
             teacher_ce = torch.stack(
@@ -148,6 +149,10 @@ class MultiTeacherDistiller(Distiller):
         self.strategy.observe(batch, w_logit.detach(), w_feat.detach())
         self._record(w_logit.detach(), w_feat.detach())
         return logits, losses
+
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        """Each teacher's logits and embedding, and its map at `feature_layer` when the regressors need it."""
+        return self.pool.fields(self.regressors is not None)
 
     def on_epoch_end(self, epoch: int) -> None:
         self.strategy.on_epoch_end(epoch)

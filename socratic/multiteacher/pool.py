@@ -95,16 +95,29 @@ class TeacherPool:
         """Size of MTKD-RL's per-teacher state (Eq. 4): embedding d_m + logits C + teacher CE + cosine + KL."""
         return [d + num_classes + 3 for d in self.embedding_dims]
 
+    def fields(self, maps: bool = True) -> list[tuple[str, ...]]:
+        """Per teacher, the outputs a batch view needs (`logits`, `embedding` and, with `maps`, the map at
+        `feature_layer` as `stage<i>`): what `collect` reads, and what a teacher-output cache holds."""
+        return [("logits", "embedding") + ((self._map_field(t),) if maps else ()) for t in self.teachers]
+
+    def _map_field(self, teacher: nn.Module) -> str:
+        return f"stage{self.feature_layer % len(teacher.stage_channels)}"
+
+    def collect(self, outputs: Sequence[dict[str, Tensor]], maps: bool = True) -> PoolOutput:
+        """The pool's view of one batch from each teacher's outputs by field (as `fields` names them)."""
+        logits = [out["logits"].float() for out in outputs]
+        embeddings = [out["embedding"].float() for out in outputs]
+        stage_maps = [out[self._map_field(t)] for t, out in zip(self.teachers, outputs)] if maps else []
+        return PoolOutput(torch.stack(logits), embeddings, stage_maps)
+
     @torch.no_grad()
     def __call__(self, x: Tensor, maps: bool = True) -> PoolOutput:
-        logits, embeddings, stage_maps = [], [], []
-        for teacher in self.teachers:
+        outputs = []
+        for teacher, fields in zip(self.teachers, self.fields(maps)):
             features = teacher.forward_features(x)
-            logits.append(features.logits.float())
-            embeddings.append(features.embedding.float())
-            if maps:
-                stage_maps.append(features.stages[self.feature_layer])
-        return PoolOutput(torch.stack(logits), embeddings, stage_maps)
+            outputs.append({"logits": features.logits, "embedding": features.embedding,
+                            **({fields[2]: features.stages[self.feature_layer]} if maps else {})})
+        return self.collect(outputs, maps)
 
     def cosine_targets(self, output: PoolOutput) -> list[Tensor]:
         """What the pooled regressed student map is compared with for the state's cosine (Eq. 3): the teacher's
