@@ -182,6 +182,7 @@ def test_rl_distillation_recomputes_only_the_moved_states_targets(monkeypatch: p
     da = DisagreementAugmentation(prob=1.0, lr=0.01, objective="kl", select=0.25, target=0, after_every=0)
     pd = distill.PolicyDistillation.__new__(distill.PolicyDistillation)  # only what train_step uses
     pd.teacher, pd.student, pd.da, pd.loss, pd.temperature = teacher, student, da, "mse", 1.0
+    pd.action_dim = None  # discrete actions
     pd.device, pd.updates = torch.device("cpu"), 0
     pd.optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
     used: list[torch.Tensor] = []

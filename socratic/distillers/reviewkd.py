@@ -189,7 +189,8 @@ class ReviewKD(Distiller):
                              "socratic.context.TrainContext")
         features = self.student.forward_features(x)
         with torch.no_grad():
-            targets = self._levels(self.teacher.forward_features(x, preact=self.teacher_preact), self.teacher_preact)
+            targets = self._levels((self.teacher.forward_features(x, preact=True) if self.teacher_preact
+                                        else self.teacher.forward_features(x)), self.teacher_preact)
         outputs = self.review(self._levels(features), [tuple(t.shape[-2:]) for t in targets])
         factor = self.warmup_factor(ctx)
         return features.logits, {
