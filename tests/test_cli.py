@@ -260,7 +260,8 @@ def test_version_and_print_config(run_config: dict, tmp_path: Path, capsys: pyte
     assert main(["rl", "distill", str(rl), "--print-config", "da.enabled=true"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["da"] == {  # the RL presets of the shared da section
         "enabled": True, "steps": 1, "lr": 0.001, "prob": 0.3, "objective": "kl", "optimizer": "adam",
-        "temperature": 1.0, "clamp": None, "target": "mean", "after_every": 10}
+        "temperature": 1.0, "clamp": None, "target": "mean", "after_every": 10, "select": 1.0,
+            "select_by": "largest", "clamp_to_obs_bounds": False}
 
 
 def test_the_run_folder_is_printed_at_start_and_end(run_config: dict, tmp_path: Path,

@@ -57,7 +57,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"data": {"augment": {"name": "mixup"}}}, "data.augment.name: unknown augmentation 'mixup'; valid: crop_flip"),
         ({**KD_TEACHER, "data": {"augment": "two_view"}},
          "data.augment.name 'two_view' gives 2 view(s) of each image but method.name 'kd' takes 1: use one of crop_flip"),
-        ({**KD_TEACHER, "method": {"name": "mlkd"}}, "method.name 'mlkd' takes 2: use one of two_view"),
+        ({**KD_TEACHER, "method": {"name": "mlkd"}}, "method.name 'mlkd' takes 2: use one of ssl_views, two_view"),
         ({"data": {"name": "mnist"}}, "data.name: 'mnist' is not one of cifar10, cifar100, fashion_mnist, imagefolder"),
         ({"optim": {"lr": -1}}, "optim.lr must be > 0"),
         ({"optim": {"milestones": [5, 3]}}, "optim.milestones must be increasing"),

@@ -220,7 +220,8 @@ def test_numerics_changes_on_resume_are_refused_or_recorded(fault_base: dict, tm
     last = run_dir / "checkpoints" / "last.pt"
     saved = last.read_bytes()
     state = torch.load(last, weights_only=True)
-    assert state["resolved"] == {"runtime.device (device type)": "cpu", "runtime.precision (resolved)": "fp32"}
+    assert state["resolved"] == {"runtime.device (device type)": "cpu", "runtime.precision (resolved)": "fp32",
+                                 "teacher outputs (resolved)": "exact"}
     torch.save({**state, "resolved": {"runtime.device (device type)": "cuda", "runtime.precision (resolved)": "bf16"}},
                last)
     assert main(["train", str(path), "--resume"]) == 2

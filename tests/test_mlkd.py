@@ -159,7 +159,7 @@ def test_mlkd_runs_from_the_command_line_with_and_without_da(mlkd_config: dict, 
     assert with_da[0]["da_perturbed"] == 1.0 and with_da[0]["train_kd"] != plain[0]["train_kd"]
     without_views = {**config, "name": "mlkd_one_view", "data": {**config["data"], "augment": {"name": "crop_flip"}}}
     path.write_text(yaml.safe_dump(without_views))
-    with pytest.raises(ConfigError, match="method.name 'mlkd' takes 2: use one of two_view"):
+    with pytest.raises(ConfigError, match="method.name 'mlkd' takes 2: use one of ssl_views, two_view"):
         config_from_dict(without_views)  # refused with the config: exit 2 from the command line, no run folder
     assert main(["distill", str(path)]) == 2
     assert not (Path(config["output_dir"]) / "mlkd_one_view").exists()
