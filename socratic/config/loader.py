@@ -378,3 +378,24 @@ def _validate_da(config: ExperimentConfig, method_meta: dict) -> None:
     elif da.target != "mean" and da.target >= len(config.teachers):
         raise ConfigError(f"da.target={da.target} but the config has {len(config.teachers)} teacher(s): "
                           f"use 'mean' or 0..{len(config.teachers) - 1}")
+
+
+# ------------------------------------------------------------------ value checks the config sections share
+def check_positive(values: dict[str, Any]) -> None:
+    """Every `key: value` (None = unset, skipped) is > 0 (NaN is not), else a ConfigError naming the key."""
+    for key, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def check_non_negative(values: dict[str, Any]) -> None:
+    """Every `key: value` (None = unset, skipped) is >= 0, else a ConfigError naming the key."""
+    for key, value in values.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """`value` is one of `allowed`, else a ConfigError naming the key and the choices."""
+    if value not in allowed:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from socratic.config import ConfigError, OptimConfig, RuntimeConfig, SearchConfig
-from socratic.config.loader import apply_overrides, build_dataclass, read_yaml
+from socratic.config.loader import (apply_overrides, build_dataclass, check_choice, check_non_negative,
+                                    check_positive, read_yaml)
 from socratic.config.schema import component
 from socratic.engine.run import run_dir_for
 from socratic.registry import AUGMENTATIONS, DATASETS, MODELS, Options
@@ -189,23 +190,6 @@ def source_stage_dir(cfg: MKDTConfig, label: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- checks
-def _positive(values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if value is not None and not value > 0:
-            raise ConfigError(f"{key} must be > 0, got {value}")
-
-
-def _non_negative(values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if value is not None and value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-
-
 def _fractions(key: str, values: list[float]) -> None:
     if not values:
         raise ConfigError(f"{key} must list at least one fraction in (0, 1]")
@@ -228,40 +212,40 @@ def validate_mkdt(cfg: MKDTConfig) -> None:
     subset = cfg.data.train_subset
     if subset is not None and not (0 < subset <= 1 or (subset > 1 and float(subset).is_integer())):
         raise ConfigError(f"data.train_subset must be a fraction in (0, 1] or a whole count > 1, got {subset}")
-    _positive({"data.eval_batch_size": cfg.data.eval_batch_size})
+    check_positive({"data.eval_batch_size": cfg.data.eval_batch_size})
     views = AUGMENTATIONS.get(cfg.data.augment.name).meta.get("views", 1)
     if views != 2:
         raise ConfigError(f"data.augment: the teacher needs two views of each image (ssl_views), got "
                           f"{cfg.data.augment.name!r}")
     t = cfg.teacher
     _model("teacher.model", t.model)
-    _choice("teacher.objective", t.objective, OBJECTIVES)
+    check_choice("teacher.objective", t.objective, OBJECTIVES)
     if not t.projector or any(w <= 0 for w in t.projector):
         raise ConfigError(f"teacher.projector must list positive layer widths, got {t.projector}")
-    _positive({"teacher.temperature": t.temperature, "teacher.batch_size": t.batch_size,
+    check_positive({"teacher.temperature": t.temperature, "teacher.batch_size": t.batch_size,
                "teacher.optim.epochs": t.optim.epochs, "teacher.optim.lr": t.optim.lr})
-    _non_negative({"teacher.lambd": t.lambd, "teacher.optim.weight_decay": t.optim.weight_decay})
+    check_non_negative({"teacher.lambd": t.lambd, "teacher.optim.weight_decay": t.optim.weight_decay})
     if t.batch_size < 2:
         raise ConfigError(f"teacher.batch_size must be >= 2 (batch statistics), got {t.batch_size}")
-    _choice("teacher.optim.optimizer", t.optim.optimizer, ("sgd", "adam", "rmsprop"))
-    _choice("teacher.optim.schedule", t.optim.schedule, ("multistep", "cosine", "constant"))
+    check_choice("teacher.optim.optimizer", t.optim.optimizer, ("sgd", "adam", "rmsprop"))
+    check_choice("teacher.optim.schedule", t.optim.schedule, ("multistep", "cosine", "constant"))
     _fractions("teacher.probe_fractions", t.probe_fractions)
     _model("student", cfg.student)
     e = cfg.experts
-    _positive({"experts.num_experts": e.num_experts, "experts.epochs": e.epochs, "experts.lr": e.lr,
+    check_positive({"experts.num_experts": e.num_experts, "experts.epochs": e.epochs, "experts.lr": e.lr,
                "experts.batch_size": e.batch_size})
-    _non_negative({"experts.momentum": e.momentum, "experts.weight_decay": e.weight_decay})
+    check_non_negative({"experts.momentum": e.momentum, "experts.weight_decay": e.weight_decay})
     _fractions("select.fractions", cfg.select.fractions)
     if not 0 <= cfg.select.epoch <= e.epochs:
         raise ConfigError(f"select.epoch must be in 0..experts.epochs ({e.epochs}), got {cfg.select.epoch}")
     d = cfg.distill
     _fractions("distill.fraction", [d.fraction])
-    _choice("distill.init", d.init, INITS)
-    _choice("distill.meta_grad", d.meta_grad, META_GRADIENTS)
-    _positive({f"distill.{k}": getattr(d, k) for k in ("iterations", "iterations_per_epoch", "syn_steps",
+    check_choice("distill.init", d.init, INITS)
+    check_choice("distill.meta_grad", d.meta_grad, META_GRADIENTS)
+    check_positive({f"distill.{k}": getattr(d, k) for k in ("iterations", "iterations_per_epoch", "syn_steps",
                                                         "expert_epochs", "max_start_epoch", "batch_syn", "lr_img",
                                                         "lr_labels", "lr_lr", "syn_lr")})
-    _non_negative({"distill.momentum": d.momentum})
+    check_non_negative({"distill.momentum": d.momentum})
     if d.iterations % d.iterations_per_epoch:
         raise ConfigError(f"distill.iterations ({d.iterations}) must be a multiple of distill.iterations_per_epoch "
                           f"({d.iterations_per_epoch})")
@@ -272,10 +256,10 @@ def validate_mkdt(cfg: MKDTConfig) -> None:
         raise ConfigError(f"distill.fraction {d.fraction} with distill.init high_loss needs it in select.fractions "
                           f"{cfg.select.fractions}")
     v = cfg.eval
-    _choice("eval.source", v.source, SOURCES)
+    check_choice("eval.source", v.source, SOURCES)
     _fractions("eval.fraction", [v.fraction])
-    _positive({"eval.lr": v.lr, "eval.batch_size": v.batch_size, "eval.probe_steps": v.probe_steps})
-    _non_negative({"eval.pretrain_epochs": v.pretrain_epochs, "eval.momentum": v.momentum,
+    check_positive({"eval.lr": v.lr, "eval.batch_size": v.batch_size, "eval.probe_steps": v.probe_steps})
+    check_non_negative({"eval.pretrain_epochs": v.pretrain_epochs, "eval.momentum": v.momentum,
                    "eval.weight_decay": v.weight_decay, "eval.probe_weight_decay": v.probe_weight_decay})
     _fractions("eval.label_fractions", v.label_fractions)
     if v.source == "high_loss" and v.fraction not in cfg.select.fractions:
@@ -286,11 +270,11 @@ def validate_mkdt(cfg: MKDTConfig) -> None:
         r.check("runtime")
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    _positive({"runtime.num_threads": r.num_threads})
+    check_positive({"runtime.num_threads": r.num_threads})
     for key in ("precision", "channels_last", "sync_bn", "find_unused_parameters", "eval_every"):
         if getattr(r, key) != getattr(RuntimeConfig(), key):
             raise ConfigError(f"runtime.{key} is not used by dataset-distill (fp32, one process): remove it")
-    _choice("search.direction", cfg.search.direction, ("maximize", "minimize"))
+    check_choice("search.direction", cfg.search.direction, ("maximize", "minimize"))
 
 
 # ------------------------------------------------------------------------------------------------- loading

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import yaml
 
 from socratic.config import ConfigError, DAConfig, OptimConfig, RuntimeConfig, SearchConfig
-from socratic.config.loader import apply_overrides, build_dataclass, read_yaml
+from socratic.config.loader import (apply_overrides, build_dataclass, check_choice, check_non_negative,
+                                    check_positive, read_yaml)
 from socratic.rl.envs import suites
 
 TEACHER_ALGOS = ("auto", "dqn", "qrdqn")
@@ -330,28 +331,11 @@ Config = TypeVar("Config", DistillConfig, TrainTeacherConfig, DPDConfig)
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _positive(values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"{key} must be > 0, got {value}")
-
-
-def _non_negative(values: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if value is not None and value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
-
-
 def _check_env(env: EnvConfig) -> None:
-    _choice("env.suite", env.suite, tuple(suites()))
+    check_choice("env.suite", env.suite, tuple(suites()))
     if not env.game:
         raise ConfigError("env.game is required")
-    _positive({"env.num_envs": env.num_envs, "env.eval_num_envs": env.eval_num_envs,
+    check_positive({"env.num_envs": env.num_envs, "env.eval_num_envs": env.eval_num_envs,
                "env.max_episode_steps": env.max_episode_steps})
 
 
@@ -359,11 +343,11 @@ def _check_net(key: str, net: NetConfig) -> None:
     from socratic.rl.networks import ARCHS, POLICY_ARCHS
 
     if net.arch is not None:
-        _choice(f"{key}.arch", net.arch, (*ARCHS, *POLICY_ARCHS))
-    _positive({f"{key}.layers": net.layers})
+        check_choice(f"{key}.arch", net.arch, (*ARCHS, *POLICY_ARCHS))
+    check_positive({f"{key}.layers": net.layers})
     if len(net.convs) != 3 or any(c <= 0 for c in net.convs):
         raise ConfigError(f"{key}.convs must be three positive widths [c1, c2, c3], got {net.convs}")
-    _positive({f"{key}.hidden": net.hidden})
+    check_positive({f"{key}.hidden": net.hidden})
 
 
 def _check_prob(key: str, value: float) -> None:
@@ -372,9 +356,9 @@ def _check_prob(key: str, value: float) -> None:
 
 
 def _check_dqn(dqn: DQNConfig) -> None:
-    _positive({f"dqn.{k}": getattr(dqn, k) for k in ("n_timesteps", "learning_rate", "buffer_size", "batch_size",
+    check_positive({f"dqn.{k}": getattr(dqn, k) for k in ("n_timesteps", "learning_rate", "buffer_size", "batch_size",
                                                        "train_freq", "target_update_interval", "max_grad_norm")})
-    _non_negative({"dqn.learning_starts": dqn.learning_starts})
+    check_non_negative({"dqn.learning_starts": dqn.learning_starts})
     if not 0 < dqn.gamma <= 1:
         raise ConfigError(f"dqn.gamma must be in (0, 1], got {dqn.gamma}")
     if dqn.gradient_steps == 0 or dqn.gradient_steps < -1:
@@ -399,7 +383,7 @@ def _check_da(da: RLDAConfig) -> None:
 
 
 def _check_runtime(runtime: RLRuntimeConfig) -> None:
-    _positive({"runtime.num_threads": runtime.num_threads})
+    check_positive({"runtime.num_threads": runtime.num_threads})
     try:
         runtime.check("runtime")
     except ValueError as err:
@@ -414,7 +398,7 @@ def _check_runtime(runtime: RLRuntimeConfig) -> None:
 def resolve_dpd(config: "DPDConfig") -> None:
     """Fill the `dpd` keys left at None with the learner's defaults (`DPD_DEFAULTS`), in place."""
     dpd = config.dpd
-    _choice("dpd.learner", dpd.learner, DPD_LEARNERS)
+    check_choice("dpd.learner", dpd.learner, DPD_LEARNERS)
     for key, value in DPD_DEFAULTS[dpd.learner].items():
         if getattr(dpd, key) is None:
             setattr(dpd, key, config.ppo.learning_rate if (dpd.learner, key) == ("ppo", "lr") else value)
@@ -432,42 +416,42 @@ def _check_dpd(config: "DPDConfig") -> None:
         raise ConfigError(f"dpd.learner: {learner} does not fit env.suite {config.env.suite} "
                           f"({'continuous' if continuous_suite else 'discrete'} actions): use {wanted}")
     allowed = {"dqn": DISADVANTAGES, "ddpg": ("peer_action", "value"), "ppo": ("value",)}[learner]
-    _choice("dpd.disadvantage", dpd.disadvantage, allowed)
-    _choice("dpd.sign", dpd.sign, DPD_SIGNS)
-    _positive({"dpd.clip_low": dpd.clip_low, "dpd.batch_size": dpd.batch_size, "dpd.lr": dpd.lr,
+    check_choice("dpd.disadvantage", dpd.disadvantage, allowed)
+    check_choice("dpd.sign", dpd.sign, DPD_SIGNS)
+    check_positive({"dpd.clip_low": dpd.clip_low, "dpd.batch_size": dpd.batch_size, "dpd.lr": dpd.lr,
                "dpd.round_steps": dpd.round_steps, "dpd.memory_size": dpd.memory_size})
-    _non_negative({"dpd.beta": dpd.beta})
+    check_non_negative({"dpd.beta": dpd.beta})
     if dpd.clip_high <= dpd.clip_low:
         raise ConfigError(f"dpd.clip_high must be > dpd.clip_low, got {dpd.clip_high} <= {dpd.clip_low}")
-    _positive({"eval.episodes_per_round": config.eval.episodes_per_round,
+    check_positive({"eval.episodes_per_round": config.eval.episodes_per_round,
                "eval.final_episodes": config.eval.final_episodes})
     if learner == "dqn":
         _check_net("net", config.net)
         _check_dqn(config.dqn)
-        _choice("dpd.loss", dpd.loss, POLICY_LOSSES)
-        _positive({"dpd.temperature": dpd.temperature})
+        check_choice("dpd.loss", dpd.loss, POLICY_LOSSES)
+        check_positive({"dpd.temperature": dpd.temperature})
         if dpd.every is not None:
             raise ConfigError("dpd.every is not used by DQN learners (one distillation step after every TD update): "
                               "remove it")
         return
-    _positive({"dpd.every": dpd.every})
+    check_positive({"dpd.every": dpd.every})
     section = getattr(config, learner)
     positive = {"ddpg": ("n_timesteps", "learning_rate", "buffer_size", "batch_size", "tau", "train_freq",
                          "gradient_steps"),
                 "ppo": ("n_timesteps", "learning_rate", "n_steps", "batch_size", "n_epochs", "clip_range",
                         "max_grad_norm")}[learner]
-    _positive({f"{learner}.{k}": getattr(section, k) for k in positive})
+    check_positive({f"{learner}.{k}": getattr(section, k) for k in positive})
     if not 0 < section.gamma <= 1:
         raise ConfigError(f"{learner}.gamma must be in (0, 1], got {section.gamma}")
     if not section.net_arch or any(w <= 0 for w in section.net_arch):
         raise ConfigError(f"{learner}.net_arch must be a list of positive widths, got {section.net_arch}")
     if learner == "ddpg":
-        _non_negative({"ddpg.learning_starts": section.learning_starts, "ddpg.noise_std": section.noise_std})
+        check_non_negative({"ddpg.learning_starts": section.learning_starts, "ddpg.noise_std": section.noise_std})
         if section.tau > 1:
             raise ConfigError(f"ddpg.tau must be in (0, 1], got {section.tau}")
         step = section.train_freq
     else:
-        _non_negative({"ppo.ent_coef": section.ent_coef, "ppo.vf_coef": section.vf_coef})
+        check_non_negative({"ppo.ent_coef": section.ent_coef, "ppo.vf_coef": section.vf_coef})
         if not 0 <= section.gae_lambda <= 1:
             raise ConfigError(f"ppo.gae_lambda must be in [0, 1], got {section.gae_lambda}")
         if section.n_steps % section.batch_size:
@@ -488,31 +472,31 @@ def validate_rl(config: Any) -> None:
         if not config.teacher.checkpoint:
             raise ConfigError("teacher.checkpoint is required: a .zip saved by Stable-Baselines3 or a .pt state dict "
                               "(train one with `socratic rl train-teacher`)")
-        _choice("teacher.algo", config.teacher.algo, TEACHER_ALGOS)
+        check_choice("teacher.algo", config.teacher.algo, TEACHER_ALGOS)
         if config.teacher.net is not None:
             _check_net("teacher.net", config.teacher.net)
         _check_net("student", config.student)
-        _positive({"collect.states_per_epoch": config.collect.states_per_epoch,
+        check_positive({"collect.states_per_epoch": config.collect.states_per_epoch,
                    "collect.buffer_size": config.collect.buffer_size})
         _check_prob("collect.epsilon", config.collect.epsilon)
-        _non_negative({"collect.action_noise": config.collect.action_noise})
+        check_non_negative({"collect.action_noise": config.collect.action_noise})
         if config.collect.epsilon >= 1.0:
             raise ConfigError("collect.epsilon must be < 1: random-action states are never stored")
-        _choice("loss.name", config.loss.name, POLICY_LOSSES)
-        _positive({"loss.temperature": config.loss.temperature})
+        check_choice("loss.name", config.loss.name, POLICY_LOSSES)
+        check_positive({"loss.temperature": config.loss.temperature})
         _check_da(config.da)
         optim = config.optim
-        _choice("optim.optimizer", optim.optimizer, OPTIMIZERS)
-        _choice("optim.schedule", optim.schedule, SCHEDULES)
-        _positive({"optim.epochs": optim.epochs, "optim.batch_size": optim.batch_size, "optim.lr": optim.lr,
+        check_choice("optim.optimizer", optim.optimizer, OPTIMIZERS)
+        check_choice("optim.schedule", optim.schedule, SCHEDULES)
+        check_positive({"optim.epochs": optim.epochs, "optim.batch_size": optim.batch_size, "optim.lr": optim.lr,
                    "optim.max_updates_per_epoch": optim.max_updates_per_epoch})
-        _non_negative({"optim.momentum": optim.momentum, "optim.weight_decay": optim.weight_decay,
+        check_non_negative({"optim.momentum": optim.momentum, "optim.weight_decay": optim.weight_decay,
                        "optim.warmup_epochs": optim.warmup_epochs, "optim.min_lr": optim.min_lr})
-        _positive({"eval.episodes_per_epoch": config.eval.episodes_per_epoch,
+        check_positive({"eval.episodes_per_epoch": config.eval.episodes_per_epoch,
                    "eval.final_episodes": config.eval.final_episodes})
-        _non_negative({"eval.teacher_episodes": config.eval.teacher_episodes})
+        check_non_negative({"eval.teacher_episodes": config.eval.teacher_episodes})
     elif isinstance(config, TrainTeacherConfig):
-        _choice("algo", config.algo, TEACHER_TRAIN_ALGOS)
+        check_choice("algo", config.algo, TEACHER_TRAIN_ALGOS)
         if config.algo == "dqn":
             _check_net("net", config.net)
             _check_dqn(config.dqn)
@@ -520,8 +504,8 @@ def validate_rl(config: Any) -> None:
                 raise ConfigError("sb3.* is for algo ppo, sac or td3; a DQN teacher takes dqn.* and net.*")
         else:
             sb3 = config.sb3
-            _positive({"sb3.n_timesteps": sb3.n_timesteps})
-            _non_negative({"sb3.action_noise": sb3.action_noise})
+            check_positive({"sb3.n_timesteps": sb3.n_timesteps})
+            check_non_negative({"sb3.action_noise": sb3.action_noise})
             if not sb3.net_arch or any(not isinstance(w, int) or w <= 0 for w in sb3.net_arch):
                 raise ConfigError(f"sb3.net_arch must be a list of positive layer widths, got {sb3.net_arch}")
             for key in ("policy_kwargs", "env", "policy", "seed", "device", "verbose", "action_noise"):
@@ -530,12 +514,12 @@ def validate_rl(config: Any) -> None:
                                       "runtime.device, sb3.action_noise): remove it")
             if config.dqn != DQNConfig() or config.net != _teacher_net():
                 raise ConfigError(f"dqn.* and net.* are for algo dqn; a {config.algo.upper()} teacher takes sb3.*")
-        _positive({"eval.every_steps": config.eval.every_steps, "eval.episodes": config.eval.episodes,
+        check_positive({"eval.every_steps": config.eval.every_steps, "eval.episodes": config.eval.episodes,
                    "eval.final_episodes": config.eval.final_episodes})
     elif isinstance(config, DPDConfig):
         _check_dpd(config)
     _check_runtime(config.runtime)
-    _choice("search.direction", config.search.direction, ("maximize", "minimize"))
+    check_choice("search.direction", config.search.direction, ("maximize", "minimize"))
 
 
 def rl_config_from_dict(cls: type[Config], values: dict) -> Config:

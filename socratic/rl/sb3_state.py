@@ -127,14 +127,14 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _copy(value: Any) -> Any:
+def cpu_copy(value: Any) -> Any:
     """A detached CPU copy of nested tensors (a state must not change when training goes on)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: cpu_copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_copy(v) for v in value)
+        return type(value)(cpu_copy(v) for v in value)
     return value
 
 
@@ -142,8 +142,8 @@ def learner_state(model: Any) -> dict[str, Any]:
     """Everything SB3's `learn()` needs to go on from here, except the environment (see the module doc)."""
     state: dict[str, Any] = {
         "version": STATE_VERSION,
-        "policy": _copy(model.policy.state_dict()),
-        "optimizer": _copy(model.policy.optimizer.state_dict()),
+        "policy": cpu_copy(model.policy.state_dict()),
+        "optimizer": cpu_copy(model.policy.optimizer.state_dict()),
         "replay_buffer": replay_buffer_state(model.replay_buffer),
         **{name: int(getattr(model, name)) for name in _COUNTERS},
         "exploration_rate": float(model.exploration_rate),
@@ -153,7 +153,7 @@ def learner_state(model: Any) -> dict[str, Any]:
         "ep_success_buffer": [_plain(v) for v in (model.ep_success_buffer or [])],
     }
     if getattr(model, "dpd_optimizer", None) is not None:
-        state["dpd_optimizer"] = _copy(model.dpd_optimizer.state_dict())
+        state["dpd_optimizer"] = cpu_copy(model.dpd_optimizer.state_dict())
         state["dpd_stats"] = dict(model.dpd_stats)
     return state
 
@@ -200,5 +200,5 @@ def begin_round(model: Any, seed: int) -> None:
     model._last_obs = None
 
 
-__all__ = ["LearnerStateError", "begin_round", "decode_array", "encode_array", "learner_state", "load_learner_state",
+__all__ = ["LearnerStateError", "begin_round", "cpu_copy", "decode_array", "encode_array", "learner_state", "load_learner_state",
            "load_replay_buffer_state", "replay_buffer_state", "round_seed"]

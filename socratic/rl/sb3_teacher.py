@@ -38,7 +38,7 @@ from socratic.rl.distill import plot_learning_curve, rl_run_folder
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.observations import NormalizeObservations
 from socratic.rl.rollout import play_episodes, score_summary
-from socratic.rl.sb3_state import (begin_round, decode_array, encode_array, load_replay_buffer_state,
+from socratic.rl.sb3_state import (begin_round, cpu_copy, decode_array, encode_array, load_replay_buffer_state,
                                    replay_buffer_state, round_seed)
 from socratic.rl.teachers import SB3PolicyTeacher, policy_parameters
 
@@ -112,28 +112,18 @@ def _optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
     return {"policy": model.policy.optimizer}
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copy(v) for v in value)
-    return value
-
-
 def learner_state(model: Any) -> dict[str, Any]:
     """Everything SB3's `learn()` reads after a round, as tensors and plain data (weights-only loadable)."""
     state: dict[str, Any] = {
         "version": STATE_VERSION,
-        "policy": _copy(model.policy.state_dict()),
-        "optimizers": {k: _copy(o.state_dict()) for k, o in _optimizers(model).items()},
+        "policy": cpu_copy(model.policy.state_dict()),
+        "optimizers": {k: cpu_copy(o.state_dict()) for k, o in _optimizers(model).items()},
         **{name: int(getattr(model, name)) for name in ("num_timesteps", "_n_updates", "_episode_num")},
         "progress_remaining": float(model._current_progress_remaining),
         "action_space_rng": model.action_space.np_random.bit_generator.state,
     }
     if getattr(model, "log_ent_coef", None) is not None:
-        state["log_ent_coef"] = _copy(model.log_ent_coef)
+        state["log_ent_coef"] = cpu_copy(model.log_ent_coef)
     if getattr(model, "replay_buffer", None) is not None:
         state["replay_buffer"] = replay_buffer_state(model.replay_buffer)
     norm = _vecnormalize(model)
@@ -251,7 +241,7 @@ class SB3TeacherRun(Run):
 
     def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         save_model(self.model, self.folder.checkpoint_dir / "best.zip")
-        return {"policy": _copy(self.model.policy.state_dict()), "meta": self._meta(eval_score=metrics[self.score_key])}
+        return {"policy": cpu_copy(self.model.policy.state_dict()), "meta": self._meta(eval_score=metrics[self.score_key])}
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
         return {"kind": "rl_sb3_teacher", "algo": self.cfg.algo, "suite": self.info.suite, "game": self.info.game,
