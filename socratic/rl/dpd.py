@@ -436,7 +436,7 @@ class ContinuousDPDRun(Run):
         return {"model": _detached(learner.policy.state_dict()), "meta": meta}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        from socratic.rl.dqn import save_sb3_zip
+        from socratic.rl.sb3_state import save_sb3_zip
 
         out: dict[str, Any] = {}
         for i, learner in enumerate(self.learners):

@@ -23,12 +23,9 @@ tempered softmaxes by default, see `socratic.rl.losses`), and the value of a sta
 
 from __future__ import annotations
 
-import io
 import math
-import os
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,7 +44,7 @@ from socratic.rl.losses import dpd_weights, policy_loss_per_sample
 from socratic.rl.networks import QNetwork, count_parameters
 from socratic.rl.rollout import play_episodes, score_summary
 from socratic.rl.sb3_extractor import QTrunkExtractor
-from socratic.rl.sb3_state import begin_round, learner_state, load_learner_state, round_seed
+from socratic.rl.sb3_state import begin_round, learner_state, load_learner_state, round_seed, save_sb3_zip
 from socratic.rl.teachers import SB3QTeacher, qnetwork_checkpoint, sb3_to_qnetwork
 
 
@@ -125,16 +122,6 @@ def check_finite(model: Any, what: str) -> None:
     if not all(bool(torch.isfinite(p).all()) for p in model.policy.q_net.parameters()):
         raise NonFiniteLossError(f"{what}: the Q-network has non-finite weights (a NaN/inf loss, e.g. from too large "
                                  "a dqn.learning_rate or dpd.lr); stopped.")
-
-
-def save_sb3_zip(model: Any, path: Path) -> None:
-    """SB3's `.zip` written atomically (a temporary file renamed into place)."""
-    data = io.BytesIO()
-    model.save(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.getvalue())
-    os.replace(tmp, path)
 
 
 class DQNRun(Run):

@@ -24,7 +24,10 @@ observation (it is, inside an episode).
 
 from __future__ import annotations
 
+import io
+import os
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -200,5 +203,15 @@ def begin_round(model: Any, seed: int) -> None:
     model._last_obs = None
 
 
-__all__ = ["LearnerStateError", "begin_round", "cpu_copy", "decode_array", "encode_array", "learner_state", "load_learner_state",
-           "load_replay_buffer_state", "replay_buffer_state", "round_seed"]
+
+def save_sb3_zip(model: Any, path: Path) -> None:
+    """SB3's `.zip` written atomically (a temporary file renamed into place)."""
+    data = io.BytesIO()
+    model.save(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.getvalue())
+    os.replace(tmp, path)
+
+__all__ = ["LearnerStateError", "begin_round", "cpu_copy", "decode_array", "encode_array", "learner_state",
+           "load_learner_state", "load_replay_buffer_state", "replay_buffer_state", "round_seed", "save_sb3_zip"]

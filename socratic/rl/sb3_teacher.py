@@ -16,7 +16,6 @@ continues exactly. The summary gives the best network's final score and the last
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -39,7 +38,7 @@ from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.observations import NormalizeObservations
 from socratic.rl.rollout import play_episodes, score_summary
 from socratic.rl.sb3_state import (begin_round, cpu_copy, decode_array, encode_array, load_replay_buffer_state,
-                                   replay_buffer_state, round_seed)
+                                   replay_buffer_state, round_seed, save_sb3_zip)
 from socratic.rl.teachers import SB3PolicyTeacher, policy_parameters
 
 FAMILIES = {"ppo": "actor_critic", "sac": "sac", "td3": "td3"}
@@ -170,12 +169,7 @@ def load_learner_state(model: Any, state: dict[str, Any]) -> None:
 
 def save_model(model: Any, zip_path: Path) -> None:
     """SB3's .zip (and, when normalised, `<stem>/vecnormalize.pkl` beside it: the RL-Zoo layout), atomically."""
-    data = io.BytesIO()
-    model.save(data)
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(f".{zip_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.getvalue())
-    os.replace(tmp, zip_path)
+    save_sb3_zip(model, zip_path)
     norm = _vecnormalize(model)
     if norm is not None:
         folder = zip_path.parent / zip_path.stem
