@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from socratic.config import ConfigError, OptimConfig, RuntimeConfig, SearchConfig
 from socratic.config.loader import (apply_overrides, build_dataclass, check_choice, check_non_negative,

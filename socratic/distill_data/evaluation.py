@@ -15,11 +15,11 @@ from socratic.distill_data.experts import build_student
 from socratic.distill_data.inputs import load_split
 from socratic.distill_data.losses import representation_mse
 from socratic.distill_data.probe import probe_accuracies
-from socratic.distill_data.stage import StageRun
+from socratic.distill_data.stage import ModelStageRun
 from socratic.engine.run import NonFiniteLossError, StepProgress
 
 
-class EvalRun(StageRun):
+class EvalRun(ModelStageRun):
     """Pre-training epochs on (images, targets) at `lr`, then one probe epoch."""
 
     stage = "eval"
@@ -67,17 +67,8 @@ class EvalRun(StageRun):
             steps.step(loss.item(), count=len(idx))
         return {"pretrain_mse": total / n}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
-        last = history[-1] if history else {}
-        probes = {k: v for k, v in last.items() if k.startswith("probe_top1_")}
-        return {**super().summary(history, wall_time), **probes, "source": self.cfg.eval.source,
+        return {**super().summary(history, wall_time), "source": self.cfg.eval.source,
                 "pretrain_lr": self.lr, "pretrain_images": 0 if self.images is None else int(self.images.shape[0])}
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:

@@ -41,3 +41,23 @@ class StageRun(Run):
         memory = [m["peak_memory_mb"] for m in history if "peak_memory_mb" in m]
         return {"kind": f"mkdt_{self.stage}", "epochs": len(history), "stage_time": sum(times),
                 "peak_memory_mb": max(memory, default=float("nan")), "wall_time_this_session": wall_time}
+
+
+class ModelStageRun(StageRun):
+    """A stage that trains one model with one optimiser (the SSL teacher, the evaluation's student): the two are
+    its checkpoint state, and its summary carries the last epoch's linear-probe top-1s (`probe_top1_<p>pct`)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+        last = history[-1] if history else {}
+        probes = {k: v for k, v in last.items() if k.startswith("probe_top1_")}
+        return {**super().summary(history, wall_time), **probes}

@@ -11,7 +11,7 @@ from socratic.data import TensorLoader, build_augment
 from socratic.distill_data.inputs import PretrainingSet, load_split
 from socratic.distill_data.probe import extract, probe_accuracies
 from socratic.distill_data.ssl import SSLTeacher
-from socratic.distill_data.stage import StageRun
+from socratic.distill_data.stage import ModelStageRun
 from socratic.engine.checkpoint import save_checkpoint
 from socratic.engine.optim import build_optimizer, set_epoch_lr
 from socratic.engine.run import NonFiniteLossError, StepProgress
@@ -19,7 +19,7 @@ from socratic.engine.run import NonFiniteLossError, StepProgress
 REPRESENTATIONS = "representations.pt"
 
 
-class TeacherRun(StageRun):
+class TeacherRun(ModelStageRun):
     """Barlow Twins (or SimCLR) epochs; after the last: linear probes and `representations.pt`."""
 
     stage = "teacher"
@@ -69,17 +69,8 @@ class TeacherRun(StageRun):
                                 batch_size=d.eval_batch_size, steps=self.cfg.eval.probe_steps,
                                 weight_decay=self.cfg.eval.probe_weight_decay, device=self.device)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
     def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
-        last = history[-1] if history else {}
-        probes = {k: v for k, v in last.items() if k.startswith("probe_top1_")}
-        return {**super().summary(history, wall_time), **probes, "representation_dim": self.model.embedding_dim}
+        return {**super().summary(history, wall_time), "representation_dim": self.model.embedding_dim}
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         probes = " ".join(f"{k[len('probe_top1_'):]} {v:.2f}%" for k, v in metrics.items()

@@ -22,8 +22,8 @@ an Adam of its own:
 
 `socratic rl dpd` with `dpd.learner: ddpg | ppo` runs `ContinuousDPDRun`, a kind of the run skeleton
 (`socratic.engine.run.Run`): epoch k is round k, each round starts from an environment reset seeded by (run
-seed, learner, round), and `last.pt` holds both learners' whole state (`peer_state`), so `--resume` continues a
-killed run to the same weights as an uninterrupted one. `dpd.enabled: false` trains the same two learners alone
+seed, learner, round), and `last.pt` holds both learners' whole state (`socratic.rl.sb3_state.learner_state`),
+so `--resume` continues a killed run to the same weights as an uninterrupted one. `dpd.enabled: false` trains the same two learners alone
 (the baseline). The DQN adaptation (`dpd.learner: dqn`) is `socratic.rl.dqn.DPDRun`; `run_dpd` picks the kind.
 """
 
@@ -33,7 +33,6 @@ import copy
 import functools
 import math
 import time
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,8 +46,8 @@ from socratic.rl.config import DPDConfig
 from socratic.rl.envs import EnvInfo, env_info, make_env
 from socratic.rl.losses import dpd_weights
 from socratic.rl.rollout import score_summary
-from socratic.rl.sb3_state import (LearnerStateError, decode_array, encode_array, load_replay_buffer_state,
-                                   replay_buffer_state, round_seed)
+from socratic.rl.sb3_state import (LearnerStateError, cpu_copy, decode_array, encode_array, learner_state,
+                                   load_learner_state, round_seed)
 
 
 # ---------------------------------------------------------------------------------------- pure functions
@@ -286,88 +285,6 @@ def build_learner(cfg: DPDConfig, info: EnvInfo, seed: int, device: torch.device
     return model
 
 
-# ------------------------------------------------------------------------------------- learner state
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _detached(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _detached(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_detached(v) for v in value)
-    return value
-
-
-def _optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
-    if hasattr(model, "actor") and hasattr(model.actor, "optimizer"):  # DDPG / TD3
-        return {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
-    return {"policy": model.policy.optimizer}
-
-
-PEER_STATE_VERSION = 1
-
-
-def peer_state(model: Any) -> dict[str, Any]:
-    """A DDPG or PPO peer's whole training state as weights-only-safe plain data: networks, optimisers (its own
-    and the distillation Adam), replay buffer or state memory, counters, schedule progress, the action space's
-    RNG; not the environment (each round starts from a seeded reset)."""
-    state: dict[str, Any] = {
-        "version": PEER_STATE_VERSION,
-        "policy": _detached(model.policy.state_dict()),
-        "optimizers": {name: _detached(opt.state_dict()) for name, opt in _optimizers(model).items()},
-        "num_timesteps": int(model.num_timesteps), "_n_updates": int(model._n_updates),
-        "_episode_num": int(model._episode_num), "progress_remaining": float(model._current_progress_remaining),
-        "action_space_rng": model.action_space.np_random.bit_generator.state,
-        "ep_info_buffer": [{k: _plain(v) for k, v in info.items()} for info in (model.ep_info_buffer or [])],
-        "ep_success_buffer": [_plain(v) for v in (model.ep_success_buffer or [])],
-        "dpd_optimizer": _detached(model.dpd_optimizer.state_dict()), "dpd_stats": dict(model.dpd_stats),
-        "dpd_updates": int(model.dpd_updates),
-    }
-    if getattr(model, "replay_buffer", None) is not None:
-        state["replay_buffer"] = replay_buffer_state(model.replay_buffer)
-    if getattr(model, "memory", None) is not None:
-        state["memory"] = model.memory.state_dict()
-    return state
-
-
-def load_peer_state(model: Any, state: dict[str, Any]) -> None:
-    """Restore `peer_state`'s output into a peer built from the same config."""
-    if state.get("version") != PEER_STATE_VERSION:
-        raise LearnerStateError(f"peer state version {state.get('version')}, this socratic reads {PEER_STATE_VERSION}")
-    try:
-        model.policy.load_state_dict(state["policy"])
-    except RuntimeError as err:
-        raise LearnerStateError(f"the saved networks do not fit this learner (net_arch changed?): "
-                                f"{str(err).splitlines()[0]}") from err
-    optimizers = _optimizers(model)
-    if set(optimizers) != set(state["optimizers"]):
-        raise LearnerStateError(f"the saved learner has optimisers {sorted(state['optimizers'])}, this one "
-                                f"{sorted(optimizers)} (dpd.learner changed?)")
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-    model.dpd_optimizer.load_state_dict(state["dpd_optimizer"])
-    model.dpd_stats, model.dpd_updates = dict(state["dpd_stats"]), int(state["dpd_updates"])
-    if ("replay_buffer" in state) != (getattr(model, "replay_buffer", None) is not None):
-        raise LearnerStateError("the saved learner and this one differ in having a replay buffer")
-    if "replay_buffer" in state:
-        load_replay_buffer_state(model.replay_buffer, state["replay_buffer"])
-    if ("memory" in state) != (getattr(model, "memory", None) is not None):
-        raise LearnerStateError("the saved learner and this one differ in having a state memory (dpd.enabled?)")
-    if "memory" in state:
-        model.memory.load_state_dict(state["memory"])
-    model.num_timesteps, model._n_updates = int(state["num_timesteps"]), int(state["_n_updates"])
-    model._episode_num = int(state["_episode_num"])
-    model._current_progress_remaining = float(state["progress_remaining"])
-    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
-    window = model._stats_window_size
-    model.ep_info_buffer = deque((dict(info) for info in state["ep_info_buffer"]), maxlen=window)
-    model.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=window)
-    model._last_obs = None  # the next learn() resets the environment with the round's seed
-
-
 # ------------------------------------------------------------------------------------------------ the run
 def score_policy(policy: Any, env: Any, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic (mean-action) play of an SB3 policy on a seeded SB3 vector env (`evaluate_policy` splits
@@ -433,7 +350,7 @@ class ContinuousDPDRun(Run):
                 "game": info.game, "env_id": info.env_id, "obs_shape": list(info.obs_shape),
                 "action_shape": list(info.action_shape), "net_arch": list(self.hyper.net_arch),
                 "timesteps": int(learner.num_timesteps), "eval_score": float(score)}
-        return {"model": _detached(learner.policy.state_dict()), "meta": meta}
+        return {"model": cpu_copy(learner.policy.state_dict()), "meta": meta}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         from socratic.rl.sb3_state import save_sb3_zip
@@ -453,12 +370,12 @@ class ContinuousDPDRun(Run):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"learners": [peer_state(learner) for learner in self.learners], "elapsed": self._time(),
+        return {"learners": [learner_state(learner) for learner in self.learners], "elapsed": self._time(),
                 "learner_best": list(self.best)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for learner, saved in zip(self.learners, state["learners"], strict=True):
-            load_peer_state(learner, saved)
+            load_learner_state(learner, saved)
         self.best = [float(v) for v in state["learner_best"]]
         self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
 
@@ -522,4 +439,4 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
 
 
 __all__ = ["ContinuousDPDRun", "PeerLearner", "StateMemory", "build_learner", "distillation_weights",
-           "learner_classes", "load_peer_state", "peer_state", "run_dpd", "score_policy", "weighted_action_mse"]
+           "learner_classes", "run_dpd", "score_policy", "weighted_action_mse"]

@@ -1,16 +1,19 @@
-"""The full training state of a Stable-Baselines3 DQN learner as weights-only-safe plain data, and rounds.
+"""The full training state of a Stable-Baselines3 learner as weights-only-safe plain data, and rounds.
 
 `learner_state(model)` returns tensors, numbers, strings, lists and dicts only, so it goes into a run's
 `last.pt` and comes back with `torch.load(weights_only=True)`; `load_learner_state(model, state)` puts it into
-a freshly built learner of the same config. What it holds is what SB3's `learn()` reads after a round:
+a freshly built learner of the same config. One state serves every learner socratic trains (DQN teachers and
+DPD peers, PPO / SAC / TD3 teachers, DDPG and PPO DPD peers); it holds what SB3's `learn()` reads after a round:
 
-* `policy`: q_net and q_net_target weights; `optimizer`: the TD Adam; `dpd_optimizer` and `dpd_stats` of a
-  dual-policy-distillation learner (`socratic.rl.dqn.DPDDQN`);
+* `policy`: every network's weights; `optimizers`: the optimisers `train()` steps, by name
+  (`learner_optimizers`); SAC's entropy coefficient; `dpd_optimizer`, `dpd_stats` and the state memory of a
+  dual-policy-distillation learner (`socratic.rl.dqn.DPDDQN`, `socratic.rl.dpd`);
 * the replay buffer's filled part (observations, actions, next observations, rewards, dones, timeouts) with
-  `pos` and `full`;
-* the counters: `num_timesteps`, `_n_calls` (target-network period), `_n_updates`, `_episode_num`, the
+  `pos` and `full`, where the learner has one;
+* the counters: `num_timesteps`, `_n_calls` (DQN's target-network period), `_n_updates`, `_episode_num`, DQN's
   exploration rate and the progress of the learning-rate / exploration schedules;
-* the action space's RNG (the random actions of the warm-up and of epsilon-greedy exploration).
+* the action space's RNG (the random actions of the warm-up and of epsilon-greedy exploration), and the
+  `VecNormalize` statistics of a normalised environment.
 
 Not in it: the environment. A learner trains in *rounds* (`begin_round`): each one starts by resetting its
 environment with a seed derived from (run seed, learner, round), so a run resumed at a round boundary needs no
@@ -35,7 +38,7 @@ import torch
 
 from socratic.engine.checkpoint import CheckpointError
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: one state for every SB3 algorithm (optimisers by name, counters)
 _COUNTERS = ("num_timesteps", "_n_calls", "_n_updates", "_episode_num")
 
 
@@ -141,23 +144,67 @@ def cpu_copy(value: Any) -> Any:
     return value
 
 
+def learner_optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
+    """The optimisers SB3's `train()` steps, by name: actor and critic (and SAC's entropy coefficient's) for
+    DDPG, TD3 and SAC; the policy's for DQN, PPO and A2C."""
+    actor = getattr(model, "actor", None)
+    if actor is not None and hasattr(actor, "optimizer"):
+        found = {"actor": actor.optimizer, "critic": model.critic.optimizer}
+        if getattr(model, "ent_coef_optimizer", None) is not None:
+            found["ent_coef"] = model.ent_coef_optimizer
+        return found
+    return {"policy": model.policy.optimizer}
+
+
+def vecnormalize_of(model: Any) -> Any:
+    """The learner's environment when it is SB3's `VecNormalize` (its statistics are part of the state), else None."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return model.env if isinstance(model.env, VecNormalize) else None
+
+
+def _optional_parts(model: Any) -> dict[str, Any]:
+    """The parts only some learners have, by their key in the state: present here or None."""
+    norm = vecnormalize_of(model)
+    return {"replay_buffer": getattr(model, "replay_buffer", None),
+            "exploration_rate": getattr(model, "exploration_rate", None),  # DQN
+            "log_ent_coef": getattr(model, "log_ent_coef", None),  # SAC's learned entropy coefficient
+            "dpd_optimizer": getattr(model, "dpd_optimizer", None),  # a dual-policy-distillation learner
+            "memory": getattr(model, "memory", None),  # DPD's state memory (socratic.rl.dpd)
+            "vecnormalize": norm}
+
+
 def learner_state(model: Any) -> dict[str, Any]:
-    """Everything SB3's `learn()` needs to go on from here, except the environment (see the module doc)."""
+    """Everything SB3's `learn()` needs to go on from here, except the environment (see the module doc), for
+    any learner socratic trains: DQN, PPO, SAC, TD3, DDPG, and their dual-policy-distillation peers."""
     state: dict[str, Any] = {
         "version": STATE_VERSION,
         "policy": cpu_copy(model.policy.state_dict()),
-        "optimizer": cpu_copy(model.policy.optimizer.state_dict()),
-        "replay_buffer": replay_buffer_state(model.replay_buffer),
-        **{name: int(getattr(model, name)) for name in _COUNTERS},
-        "exploration_rate": float(model.exploration_rate),
+        "optimizers": {name: cpu_copy(o.state_dict()) for name, o in learner_optimizers(model).items()},
+        "counters": {name: int(getattr(model, name)) for name in _COUNTERS if hasattr(model, name)},
         "progress_remaining": float(model._current_progress_remaining),
         "action_space_rng": _space_rng_state(model.action_space),
         "ep_info_buffer": [{k: _plain(v) for k, v in info.items()} for info in (model.ep_info_buffer or [])],
         "ep_success_buffer": [_plain(v) for v in (model.ep_success_buffer or [])],
     }
-    if getattr(model, "dpd_optimizer", None) is not None:
+    parts = _optional_parts(model)
+    if parts["replay_buffer"] is not None:
+        state["replay_buffer"] = replay_buffer_state(model.replay_buffer)
+    if parts["exploration_rate"] is not None:
+        state["exploration_rate"] = float(model.exploration_rate)
+    if parts["log_ent_coef"] is not None:
+        state["log_ent_coef"] = cpu_copy(model.log_ent_coef)
+    if parts["dpd_optimizer"] is not None:
         state["dpd_optimizer"] = cpu_copy(model.dpd_optimizer.state_dict())
         state["dpd_stats"] = dict(model.dpd_stats)
+        state["dpd_updates"] = int(getattr(model, "dpd_updates", 0))
+    if parts["memory"] is not None:
+        state["memory"] = model.memory.state_dict()
+    if parts["vecnormalize"] is not None:
+        state["vecnormalize"] = {name: {"mean": encode_array(rms.mean), "var": encode_array(rms.var),
+                                        "count": float(rms.count)}
+                                 for name, rms in (("obs", parts["vecnormalize"].obs_rms),
+                                                   ("ret", parts["vecnormalize"].ret_rms))}
     return state
 
 
@@ -166,21 +213,43 @@ def load_learner_state(model: Any, state: dict[str, Any]) -> None:
     (with the round's seed) by the next `begin_round`."""
     if state.get("version") != STATE_VERSION:
         raise LearnerStateError(f"learner state version {state.get('version')}, this socratic reads {STATE_VERSION}")
+    parts = _optional_parts(model)
+    for key, part in parts.items():
+        if (key in state) != (part is not None):
+            raise LearnerStateError(f"the saved learner and this one differ in having {key} (the algorithm or "
+                                    "its options changed since the checkpoint?)")
     try:
         model.policy.load_state_dict(state["policy"])
     except RuntimeError as err:
-        raise LearnerStateError(f"the saved Q-networks do not fit this learner (net.* changed?): "
+        raise LearnerStateError(f"the saved networks do not fit this learner (its network options changed?): "
                                 f"{str(err).splitlines()[0]}") from err
-    model.policy.optimizer.load_state_dict(state["optimizer"])
-    if ("dpd_optimizer" in state) != (getattr(model, "dpd_optimizer", None) is not None):
-        raise LearnerStateError("the saved learner and this one differ in having a distillation optimiser")
+    optimizers = learner_optimizers(model)
+    if set(optimizers) != set(state["optimizers"]):
+        raise LearnerStateError(f"the saved learner has optimisers {sorted(state['optimizers'])}, this one "
+                                f"{sorted(optimizers)} (the algorithm changed?)")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    if "replay_buffer" in state:
+        load_replay_buffer_state(model.replay_buffer, state["replay_buffer"])
+    if "exploration_rate" in state:
+        model.exploration_rate = float(state["exploration_rate"])
+    if "log_ent_coef" in state:
+        with torch.no_grad():
+            model.log_ent_coef.copy_(state["log_ent_coef"].to(model.log_ent_coef.device))
     if "dpd_optimizer" in state:
         model.dpd_optimizer.load_state_dict(state["dpd_optimizer"])
         model.dpd_stats = dict(state["dpd_stats"])
-    load_replay_buffer_state(model.replay_buffer, state["replay_buffer"])
-    for name in _COUNTERS:
-        setattr(model, name, int(state[name]))
-    model.exploration_rate = float(state["exploration_rate"])
+        if hasattr(model, "dpd_updates"):
+            model.dpd_updates = int(state["dpd_updates"])
+    if "memory" in state:
+        model.memory.load_state_dict(state["memory"])
+    if "vecnormalize" in state:
+        norm = parts["vecnormalize"]
+        for name, rms in (("obs", norm.obs_rms), ("ret", norm.ret_rms)):
+            saved = state["vecnormalize"][name]
+            rms.mean, rms.var, rms.count = decode_array(saved["mean"]), decode_array(saved["var"]), saved["count"]
+    for name, value in state["counters"].items():
+        setattr(model, name, int(value))
     model._current_progress_remaining = float(state["progress_remaining"])
     _set_space_rng_state(model.action_space, state["action_space_rng"])
     window = model._stats_window_size
@@ -213,5 +282,6 @@ def save_sb3_zip(model: Any, path: Path) -> None:
     tmp.write_bytes(data.getvalue())
     os.replace(tmp, path)
 
-__all__ = ["LearnerStateError", "begin_round", "cpu_copy", "decode_array", "encode_array", "learner_state",
-           "load_learner_state", "load_replay_buffer_state", "replay_buffer_state", "round_seed", "save_sb3_zip"]
+__all__ = ["LearnerStateError", "begin_round", "cpu_copy", "decode_array", "encode_array", "learner_optimizers",
+           "learner_state", "load_learner_state", "load_replay_buffer_state", "replay_buffer_state", "round_seed",
+           "save_sb3_zip", "vecnormalize_of"]

@@ -28,7 +28,6 @@ import torch
 from rich.console import Console
 
 from socratic.config import ConfigError
-from socratic.engine.checkpoint import CheckpointError
 from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
                                  check_output_writable)
 from socratic.engine.runtime import setup_run
@@ -37,12 +36,11 @@ from socratic.rl.distill import plot_learning_curve, rl_run_folder
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.observations import NormalizeObservations
 from socratic.rl.rollout import play_episodes, score_summary
-from socratic.rl.sb3_state import (begin_round, cpu_copy, decode_array, encode_array, load_replay_buffer_state,
-                                   replay_buffer_state, round_seed, save_sb3_zip)
+from socratic.rl.sb3_state import (begin_round, cpu_copy, learner_state, load_learner_state, round_seed, save_sb3_zip,
+                                   vecnormalize_of)
 from socratic.rl.teachers import SB3PolicyTeacher, policy_parameters
 
 FAMILIES = {"ppo": "actor_critic", "sac": "sac", "td3": "td3"}
-STATE_VERSION = 1
 
 
 def algorithm_class(algo: str) -> type:
@@ -86,91 +84,20 @@ def build_learner(cfg: TrainTeacherConfig, info: EnvInfo, device: torch.device) 
     return model
 
 
-def _vecnormalize(model: Any) -> Any:
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    return model.env if isinstance(model.env, VecNormalize) else None
-
-
 def policy_teacher(model: Any, info: EnvInfo, algo: str) -> SB3PolicyTeacher:
     """The learner's current policy as a socratic teacher (observations normalised with today's statistics)."""
-    norm = _vecnormalize(model)
+    norm = vecnormalize_of(model)
     adapter: torch.nn.Module = torch.nn.Identity()
     if norm is not None:
         adapter = NormalizeObservations(norm.obs_rms.mean, norm.obs_rms.var, norm.clip_obs, norm.epsilon)
     return SB3PolicyTeacher(model.policy, FAMILIES[algo], adapter, info).to(model.device)
 
 
-# ------------------------------------------------------------------------------------ the learner's state
-def _optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
-    if hasattr(model.policy, "actor") and hasattr(model, "critic"):  # SAC, TD3
-        found = {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
-        if getattr(model, "ent_coef_optimizer", None) is not None:
-            found["ent_coef"] = model.ent_coef_optimizer
-        return found
-    return {"policy": model.policy.optimizer}
-
-
-def learner_state(model: Any) -> dict[str, Any]:
-    """Everything SB3's `learn()` reads after a round, as tensors and plain data (weights-only loadable)."""
-    state: dict[str, Any] = {
-        "version": STATE_VERSION,
-        "policy": cpu_copy(model.policy.state_dict()),
-        "optimizers": {k: cpu_copy(o.state_dict()) for k, o in _optimizers(model).items()},
-        **{name: int(getattr(model, name)) for name in ("num_timesteps", "_n_updates", "_episode_num")},
-        "progress_remaining": float(model._current_progress_remaining),
-        "action_space_rng": model.action_space.np_random.bit_generator.state,
-    }
-    if getattr(model, "log_ent_coef", None) is not None:
-        state["log_ent_coef"] = cpu_copy(model.log_ent_coef)
-    if getattr(model, "replay_buffer", None) is not None:
-        state["replay_buffer"] = replay_buffer_state(model.replay_buffer)
-    norm = _vecnormalize(model)
-    if norm is not None:
-        state["vecnormalize"] = {name: {"mean": encode_array(rms.mean), "var": encode_array(rms.var),
-                                        "count": float(rms.count)}
-                                 for name, rms in (("obs", norm.obs_rms), ("ret", norm.ret_rms))}
-    return state
-
-
-def load_learner_state(model: Any, state: dict[str, Any]) -> None:
-    """Put `learner_state`'s output into a learner built from the same config."""
-    if state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"learner state version {state.get('version')}, this socratic reads {STATE_VERSION}")
-    try:
-        model.policy.load_state_dict(state["policy"])
-    except RuntimeError as err:
-        raise CheckpointError(f"the saved policy does not fit this learner (sb3.net_arch changed?): "
-                              f"{str(err).splitlines()[0]}") from err
-    optimizers = _optimizers(model)
-    if set(optimizers) != set(state["optimizers"]):
-        raise CheckpointError(f"the saved learner has optimisers {sorted(state['optimizers'])}, this one "
-                              f"{sorted(optimizers)}")
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-    if "log_ent_coef" in state:
-        with torch.no_grad():
-            model.log_ent_coef.copy_(state["log_ent_coef"].to(model.log_ent_coef.device))
-    if "replay_buffer" in state:
-        load_replay_buffer_state(model.replay_buffer, state["replay_buffer"])
-    for name in ("num_timesteps", "_n_updates", "_episode_num"):
-        setattr(model, name, int(state[name]))
-    model._current_progress_remaining = float(state["progress_remaining"])
-    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
-    norm = _vecnormalize(model)
-    if ("vecnormalize" in state) != (norm is not None):
-        raise CheckpointError("the saved learner and this one differ in sb3.normalize")
-    if norm is not None:
-        for name, rms in (("obs", norm.obs_rms), ("ret", norm.ret_rms)):
-            saved = state["vecnormalize"][name]
-            rms.mean, rms.var, rms.count = decode_array(saved["mean"]), decode_array(saved["var"]), saved["count"]
-    model._last_obs = None
-
-
+# ---------------------------------------------------------------------------------------------- saving
 def save_model(model: Any, zip_path: Path) -> None:
     """SB3's .zip (and, when normalised, `<stem>/vecnormalize.pkl` beside it: the RL-Zoo layout), atomically."""
     save_sb3_zip(model, zip_path)
-    norm = _vecnormalize(model)
+    norm = vecnormalize_of(model)
     if norm is not None:
         folder = zip_path.parent / zip_path.stem
         folder.mkdir(exist_ok=True)
@@ -312,5 +239,5 @@ def train_sb3_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console:
     return result
 
 
-__all__ = ["SB3TeacherRun", "algorithm_class", "build_learner", "learner_state", "load_learner_state",
+__all__ = ["SB3TeacherRun", "algorithm_class", "build_learner",
            "policy_teacher", "save_model", "train_sb3_teacher"]
