@@ -16,7 +16,8 @@ from socratic.cli import main
 from socratic.config import ConfigError, config_from_dict
 from socratic.context import TrainContext
 from socratic.distillers import create_distiller
-from socratic.distillers.base import TeacherReplay, compute_teacher_outputs
+from socratic.distillers.at import AT
+from socratic.distillers.base import Distiller, TeacherReplay, compute_teacher_outputs
 from socratic.engine.teacher_cache import (TeacherCache, decode, encode, list_cache, read_entry,
                                            stream_description, teacher_description)
 from socratic.experiment import run_dir_for, run_experiment
@@ -110,6 +111,9 @@ def _replayed(metrics: list[dict]) -> list[float]:
 # ------------------------------------------------------------------------------- every method, one step
 @pytest.mark.parametrize("method,teachers,options", [
     ("kd", 1, {}), ("dkd", 1, {}), ("dist", 1, {}), ("ctkd", 1, {}), ("fitnet", 1, {"hint_layer": -1}),
+    ("at", 1, {}), ("sp", 1, {}), ("pkt", 1, {}), ("rkd", 1, {}), ("vid", 1, {}),
+    ("crd", 1, {"num_negatives": 4, "kd_weight": 1.0}), ("ofd", 1, {}), ("reviewkd", 1, {}),
+    ("reviewkd", 1, {"teacher_preact": False, "embedding": False}),
     ("aver", 2, {}), ("ebkd", 2, {"feature_loss": False}),
 ])
 def test_replayed_outputs_give_the_live_losses(method: str, teachers: int, options: dict, one_torch_thread) -> None:
@@ -118,15 +122,19 @@ def test_replayed_outputs_give_the_live_losses(method: str, teachers: int, optio
     distiller = create_distiller(method, create_model("resnet8", num_classes=10, in_channels=1), pool, **options)
     distiller.train()
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
-    ctx = TrainContext(epoch=3, step=0, epochs=5, steps_per_epoch=1)
+    if method == "crd":  # its memory bank and negatives: 8 samples of a 16-sample training set
+        distiller.bind_train_set(torch.arange(16) % 10)
+    ctx = TrainContext(epoch=3, step=0, epochs=5, steps_per_epoch=1, indices=torch.arange(8))
     fields = distiller.teacher_cache_fields()
     recorded = {i: compute_teacher_outputs(t, x, f) for i, (t, f) in enumerate(zip(pool, fields))}
     for teacher in pool:  # logits recorded with a feature map are the logits of a plain forward, bit for bit
         both = compute_teacher_outputs(teacher, x, ("stage1", "logits"))["logits"]
         assert _flat(both) == _flat(compute_teacher_outputs(teacher, x, ("logits",))["logits"])
     state = {k: v.clone() for k, v in distiller.state_dict().items()}
+    torch.manual_seed(1)  # the same negatives (CRD) both times
     _, live = distiller.forward_train(x, y, ctx)
     distiller.load_state_dict(state)
+    torch.manual_seed(1)
     calls = []
     for teacher in pool:  # the stem runs whenever the teacher does (forward or forward_features)
         stem = next(m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d))
@@ -143,7 +151,10 @@ def test_replayed_outputs_give_the_live_losses(method: str, teachers: int, optio
     assert not replay.served and len(calls) >= teachers
 
 
-def test_a_method_that_reads_its_teachers_otherwise_refuses_the_cache(run_config, teacher_files, tmp_path) -> None:
+def test_a_method_that_reads_its_teachers_otherwise_refuses_the_cache(run_config, teacher_files, tmp_path,
+                                                                    monkeypatch) -> None:
+    # every shipped method with a teacher declares its fields; a user's method that does not is refused
+    monkeypatch.setattr(AT, "teacher_cache_fields", Distiller.teacher_cache_fields)
     with pytest.raises(ConfigError, match=r"teacher_cache.enabled: method.name 'at' .* the methods that use it: .*kd"):
         run_experiment(config_from_dict({**_config(run_config, teacher_files, tmp_path, "at"), "name": "at"}))
     with pytest.raises(ConfigError, match=r"teacher_cache.topk=10 keeps every logit of a 10-class dataset"):
@@ -155,7 +166,8 @@ def test_a_method_that_reads_its_teachers_otherwise_refuses_the_cache(run_config
 
 
 # ------------------------------------------------------------------------------------------- whole runs
-@pytest.mark.parametrize("method,teachers", [("kd", 1), ("aver", 2)])  # aver: logits, embeddings, maps
+# aver: logits, embeddings and maps of two teachers; reviewkd: pre-ReLU maps and the embedding
+@pytest.mark.parametrize("method,teachers", [("kd", 1), ("aver", 2), ("reviewkd", 1)])
 def test_cached_training_is_bit_identical_to_live(method, teachers, run_config, teacher_files, tmp_path,
                                                   one_torch_thread) -> None:
     common = dict(method=method, teachers=teachers, runtime__channels_last=True)  # maps keep their memory format

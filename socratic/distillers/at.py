@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import match_spatial, select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -65,13 +65,16 @@ class AT(Distiller):
                  at_weight: float = 1000.0, p: float = 2.0, stages: Sequence[int] | None = None) -> None:
         super().__init__(student, teacher)
         self.stages = select_stages(stages, student, self.teacher, "at")
+        self.teacher_fields = feature_fields(self.teacher, self.stages)
         self.ce_weight, self.at_weight, self.p = ce_weight, at_weight, p
+
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher_stages = self.teacher.forward_features(x).stages
+        teacher_stages = self.teacher_features(x, self.teacher_fields).stages
         pairs = [match_spatial(features.stages[i], teacher_stages[i], "at", i) for i in self.stages]
         return features.logits, {
             "ce": self.ce_weight * cross_entropy(features.logits, y),

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from socratic.context import KnownTeacherLogits, TrainContext
 from socratic.distillers.usage import UsageCheck
+from socratic.models.features import Features
 from socratic.registry import METHODS, Options
 
 # @register_distiller("kd", options=KDOptions, teachers=(1, 1)); `features=True`: the method reads
@@ -51,8 +52,8 @@ class TeacherReplay:
     `batch` is the tensor the loader yielded; only a call on that very tensor, unchanged since (same object, same
     version counter), is served, so a batch that an augmentation replaced (a DA-perturbed batch) or edited in place
     always runs the teachers live. `replayed` maps a teacher's index to its cached outputs by field name
-    (`logits`, `embedding`, `stage<i>`); `wanted` names, per teacher, the fields to record from a live call on the
-    batch. Filled and read by `socratic.engine.teacher_cache`; methods only call `Distiller.teacher_outputs`.
+    (`logits`, `embedding`, `stage<i>`, `preact<i>`); `wanted` names, per teacher, the fields to record from a
+    live call on the batch. Filled and read by `socratic.engine.teacher_cache`; methods only call `Distiller.teacher_outputs`.
     """
 
     def __init__(self, batch: Tensor, replayed: dict[int, dict[str, Tensor]] | None = None,
@@ -86,18 +87,24 @@ class TeacherReplay:
         return [i for i in self.wanted if i not in self.recorded]
 
 
-def stage_field(model: nn.Module, index: int) -> str:
-    """The cache field of stage `index` of `model`'s `Features.stages` (negative indices made absolute)."""
-    return f"stage{index % len(model.stage_channels)}"
+def feature_fields(model: nn.Module, stages: Sequence[int] = (), *, preact: bool = False, embedding: bool = False,
+                   logits: bool = False) -> tuple[str, ...]:
+    """The cache fields of these outputs of `model` (`Distiller.teacher_features`, `teacher_cache_fields`):
+    `stage<i>` (`preact<i>`: before the stage's last ReLU) for each index in `stages` (negative ones made
+    absolute), then `embedding` and `logits` when asked for."""
+    prefix = "preact" if preact else "stage"
+    fields = [f"{prefix}{i % len(model.stage_channels)}" for i in stages]
+    return (*fields, *(["embedding"] if embedding else []), *(["logits"] if logits else []))
 
 
 @torch.no_grad()
 def compute_teacher_outputs(teacher: nn.Module, x: Tensor, fields: Sequence[str]) -> dict[str, Tensor]:
-    """A teacher's outputs on `x` by field: `logits` (`teacher(x)` when nothing else is asked), `embedding` and
-    `stage<i>` (from `forward_features`)."""
+    """A teacher's outputs on `x` by field: `logits` (`teacher(x)` when nothing else is asked), `embedding`,
+    `stage<i>` and `preact<i>` (from `forward_features`, with `preact=True` when a pre-ReLU map is asked)."""
     if all(f == "logits" for f in fields):
         return {"logits": teacher(x)}
-    features = teacher.forward_features(x)
+    preact = any(f.startswith("preact") for f in fields)
+    features = teacher.forward_features(x, preact=True) if preact else teacher.forward_features(x)
     out: dict[str, Tensor] = {}
     for name in fields:
         if name == "logits":
@@ -106,8 +113,10 @@ def compute_teacher_outputs(teacher: nn.Module, x: Tensor, fields: Sequence[str]
             out[name] = features.embedding
         elif name.startswith("stage"):
             out[name] = features.stages[int(name[5:])]
+        elif name.startswith("preact"):
+            out[name] = features.preact_stages[int(name[6:])]
         else:
-            raise ValueError(f"unknown teacher output field {name!r} (logits, embedding or stage<i>)")
+            raise ValueError(f"unknown teacher output field {name!r} (logits, embedding, stage<i> or preact<i>)")
     return out
 
 
@@ -246,7 +255,7 @@ class Distiller(nn.Module):
     # ----------------------------------------------------------------------------- teacher-output cache
     def teacher_cache_fields(self) -> list[tuple[str, ...]] | None:
         """Per teacher, the outputs `forward_train` reads on the loader's batch through `teacher_outputs`
-        (`logits`, `embedding`, `stage<i>`): what a teacher-output cache must hold for this method. None (the
+        (`feature_fields`): what a teacher-output cache must hold for this method. None (the
         default): the method reads its teachers otherwise, and a config that turns the cache on is refused."""
         return None
 
@@ -267,6 +276,14 @@ class Distiller(nn.Module):
         if serves and replay.lossy is not None:  # the run trains on what a replay would give: same numbers either way
             return {f: replay.lossy(f, out[f]) for f in fields}
         return {f: out[f] for f in fields}
+
+    def teacher_features(self, x: Tensor, fields: Sequence[str], index: int = 0) -> Features:
+        """Teacher `index`'s outputs named by `fields` (`feature_fields`) as `Features`, no graph: the stages
+        asked for in place (the others None), from the cache when `x` is the batch it replays."""
+        out = self.teacher_outputs(x, index, fields)
+        count = len(self.teachers[index].stage_channels)
+        return Features(stages=[out.get(f"stage{i}") for i in range(count)], embedding=out.get("embedding"),
+                        logits=out.get("logits"), preact_stages=[out.get(f"preact{i}") for i in range(count)])
 
     @contextlib.contextmanager
     def replaying(self, replay: TeacherReplay | None) -> Iterator[None]:

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import require_embeddings
 from socratic.losses import cross_entropy, kd_loss
 from socratic.registry import Options
@@ -163,6 +162,7 @@ class CRD(Distiller):
                  mode: str = "exact") -> None:
         super().__init__(student, teacher)
         require_embeddings("crd", ("student", student), ("teacher", self.teacher))
+        self.teacher_fields = feature_fields(self.teacher, embedding=True, logits=kd_weight > 0)
         self.ce_weight, self.crd_weight = ce_weight, crd_weight
         self.kd_weight, self.temperature = kd_weight, temperature
         self.feat_dim, self.num_negatives, self.nce_temperature = feat_dim, num_negatives, nce_temperature
@@ -184,6 +184,9 @@ class CRD(Distiller):
             extras["memory"] = self.memory
         return extras
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.memory is None or self.sampler is None:
@@ -195,8 +198,7 @@ class CRD(Distiller):
                              "TensorLoader(with_indices=True)")
         index = ctx.indices.to(x.device).long()
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher = self.teacher.forward_features(x)
+        teacher = self.teacher_features(x, self.teacher_fields)
         with torch.autocast(x.device.type, enabled=False):
             e_s = self.embed["student"](features.embedding)
             e_t = self.embed["teacher"](teacher.embedding)

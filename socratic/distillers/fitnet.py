@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller, stage_field
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.losses import cross_entropy, fitnet_loss
 from socratic.registry import Options
 
@@ -68,10 +68,10 @@ class FitNet(Distiller):
         self.ce_weight = ce_weight
         self.hint_weight = hint_weight
         self.regressor = HintRegressor(student.stage_channels[hint_layer], teacher.stage_channels[hint_layer])
-        self._hint_field = stage_field(teacher, hint_layer)
+        self.teacher_fields = feature_fields(teacher, [hint_layer])
 
     def teacher_cache_fields(self) -> list[tuple[str, ...]]:
-        return [(self._hint_field,)]  # the teacher's map at hint_layer
+        return [self.teacher_fields]  # the teacher's map at hint_layer
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"regressor": self.regressor}
@@ -79,7 +79,7 @@ class FitNet(Distiller):
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        teacher_hint = self.teacher_outputs(x, 0, (self._hint_field,))[self._hint_field]  # no grad
+        teacher_hint = self.teacher_features(x, self.teacher_fields).stages[self.hint_layer]  # no grad
         student_hint = self.regressor(features.stages[self.hint_layer], teacher_hint.shape[-2:])
         return features.logits, {
             "ce": self.ce_weight * cross_entropy(features.logits, y),

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import match_spatial, select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -98,6 +98,7 @@ class OFD(Distiller):
         _require_preact("student", student, margins=False)
         _require_preact("teacher", self.teacher, margins=True)
         self.stages = select_stages(stages, student, self.teacher, "ofd")
+        self.teacher_fields = feature_fields(self.teacher, self.stages, preact=True)
         self.ce_weight, self.ofd_weight = ce_weight, ofd_weight
         self.connectors = nn.ModuleList(Connector(student.stage_channels[i], self.teacher.stage_channels[i])
                                         for i in self.stages)
@@ -115,11 +116,13 @@ class OFD(Distiller):
     def margins(self) -> list[Tensor]:
         return [getattr(self, f"margin{k}") for k in range(len(self.stages))]
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x, preact=True)
-        with torch.no_grad():
-            teacher = self.teacher.forward_features(x, preact=True).preact_stages
+        teacher = self.teacher_features(x, self.teacher_fields).preact_stages
         n = len(self.stages)
         total = torch.zeros((), device=features.logits.device)
         with torch.autocast(x.device.type, enabled=False):

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import require_embeddings
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -62,13 +62,16 @@ class PKT(Distiller):
                  pkt_weight: float = 30000.0, eps: float = 1e-7) -> None:
         super().__init__(student, teacher)
         require_embeddings("pkt", ("student", student), ("teacher", self.teacher))
+        self.teacher_fields = feature_fields(self.teacher, embedding=True)
         self.ce_weight, self.pkt_weight, self.eps = ce_weight, pkt_weight, eps
+
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher_embedding = self.teacher.forward_features(x).embedding
+        teacher_embedding = self.teacher_features(x, self.teacher_fields).embedding
         return features.logits, {
             "ce": self.ce_weight * cross_entropy(features.logits, y),
             "pkt": self.pkt_weight * pkt_loss(features.embedding, teacher_embedding, self.eps),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import require_embeddings, select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -145,6 +145,7 @@ class ReviewKD(Distiller):
         if embedding:
             require_embeddings("reviewkd", ("student", student), ("teacher", self.teacher))
         self.embedding = embedding
+        self.teacher_fields = feature_fields(self.teacher, self.stages, preact=teacher_preact, embedding=embedding)
         self.ce_weight, self.reviewkd_weight, self.warmup_epochs = ce_weight, reviewkd_weight, warmup_epochs
         self.pool_levels = list(pool_levels)
         in_channels = [student.stage_channels[i] for i in self.stages] + ([student.embedding_dim] if embedding else [])
@@ -182,15 +183,16 @@ class ReviewKD(Distiller):
             outputs.insert(0, out)
         return outputs
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         if ctx is None:
             raise ValueError("ReviewKD's warm-up needs the training context: call forward_train(x, y, ctx) with a "
                              "socratic.context.TrainContext")
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            targets = self._levels((self.teacher.forward_features(x, preact=True) if self.teacher_preact
-                                        else self.teacher.forward_features(x)), self.teacher_preact)
+        targets = self._levels(self.teacher_features(x, self.teacher_fields), self.teacher_preact)
         outputs = self.review(self._levels(features), [tuple(t.shape[-2:]) for t in targets])
         factor = self.warmup_factor(ctx)
         return features.logits, {

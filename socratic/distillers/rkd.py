@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import require_embeddings
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -90,14 +90,17 @@ class RKD(Distiller):
                  eps: float = 1e-12) -> None:
         super().__init__(student, teacher)
         require_embeddings("rkd", ("student", student), ("teacher", self.teacher))
+        self.teacher_fields = feature_fields(self.teacher, embedding=True)
         self.ce_weight, self.distance_weight, self.angle_weight = ce_weight, distance_weight, angle_weight
         self.squared, self.eps = squared, eps
+
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher_embedding = self.teacher.forward_features(x).embedding
+        teacher_embedding = self.teacher_features(x, self.teacher_fields).embedding
         s, t = features.embedding, teacher_embedding
         zero = torch.zeros((), device=s.device)  # a term weighted 0 is not computed (the angles are O(B^3))
         return features.logits, {

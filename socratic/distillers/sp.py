@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -58,13 +58,16 @@ class SP(Distiller):
                  sp_weight: float = 3000.0, stage: int = -1) -> None:
         super().__init__(student, teacher)
         (self.stage,) = select_stages([stage], student, self.teacher, "sp", key="stage")
+        self.teacher_fields = feature_fields(self.teacher, [self.stage])
         self.ce_weight, self.sp_weight = ce_weight, sp_weight
+
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher_map = self.teacher.forward_features(x).stages[self.stage]
+        teacher_map = self.teacher_features(x, self.teacher_fields).stages[self.stage]
         return features.logits, {
             "ce": self.ce_weight * cross_entropy(features.logits, y),
             "sp": self.sp_weight * sp_loss(features.stages[self.stage], teacher_map),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from socratic.context import TrainContext
-from socratic.distillers.base import Distiller, register_distiller
+from socratic.distillers.base import Distiller, feature_fields, register_distiller
 from socratic.distillers.taps import match_spatial, select_stages
 from socratic.losses import cross_entropy
 from socratic.registry import Options
@@ -96,6 +96,7 @@ class VID(Distiller):
                  stages: Sequence[int] | None = None) -> None:
         super().__init__(student, teacher)
         self.stages = select_stages(stages, student, self.teacher, "vid")
+        self.teacher_fields = feature_fields(self.teacher, self.stages)
         self.ce_weight, self.vid_weight = ce_weight, vid_weight
         self.regressors = nn.ModuleList(
             VIDRegressor(student.stage_channels[i], self.teacher.stage_channels[i], init_variance, eps, learn_variance)
@@ -105,11 +106,13 @@ class VID(Distiller):
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"regressors": self.regressors}
 
+    def teacher_cache_fields(self) -> list[tuple[str, ...]]:
+        return [self.teacher_fields]
+
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:
         features = self.student.forward_features(x)
-        with torch.no_grad():
-            teacher_stages = self.teacher.forward_features(x).stages
+        teacher_stages = self.teacher_features(x, self.teacher_fields).stages
         total = torch.zeros((), device=features.logits.device)
         for index, regressor in zip(self.stages, self.regressors):
             f_s, f_t = match_spatial(features.stages[index], teacher_stages[index], "vid", index)
