@@ -1,12 +1,14 @@
-"""The method-zoo table: each run group of `runs/method_zoo` (benchmarks/method_zoo.sh) against KD's three seeds.
+"""The method-zoo table (benchmarks/results/method_zoo.md) from the runs of benchmarks/method_zoo.sh.
 
-    python benchmarks/method_zoo_table.py runs/method_zoo --kd-csv benchmarks/results/da_table1_resnet20_resnet8.csv \
-        --kd-check runs/da_table1_check/kd_resnet20_resnet8
+    python benchmarks/method_zoo_table.py --collect runs/method_zoo --commit $(git rev-parse --short HEAD)
+    python benchmarks/method_zoo_table.py                   # the table from the committed runs alone
 
-The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget), reused only when
-`--kd-check` (KD seed 0 re-run with today's code) reproduces that seed's best top-1 exactly; the script refuses
-otherwise. Δ and Welch t are against KD's three seeds; "s / epoch" is each group's mean, and "× KD" its ratio to
-the KD check run's, which ran at the same time on the same (shared) machine.
+`--collect` adds every finished run (`<group>/seed<s>/summary.json`) to `benchmarks/results/method_zoo_runs.csv`
+(one row per group and seed; a row already there is replaced), so the table grows over sessions without the run
+folders. The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget); a KD group
+in the CSV (`kd_resnet20_resnet8`, benchmarks/method_zoo.sh kd) must reproduce those seeds' best top-1 exactly, or
+the script refuses. Δ and Welch's t (df, two-sided p) are against da_table1's KD seeds; "s / epoch" is each group's
+mean and "× KD" its ratio to the KD group's mean measured in the same session (`session` column), else blank.
 """
 
 from __future__ import annotations
@@ -19,53 +21,90 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from socratic.reports import welch_t  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from socratic.reports import welch_test  # noqa: E402
+
+RUNS_CSV = ROOT / "benchmarks/results/method_zoo_runs.csv"
+TABLE1_CSV = ROOT / "benchmarks/results/da_table1_resnet20_resnet8.csv"
+FIELDS = ["group", "seed", "best_top1", "last_top1", "epochs", "epoch_time", "peak_memory_mb", "session", "commit"]
 
 
-def summaries(group: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(group.glob("seed*/summary.json"))]
+def read_runs(path: Path) -> dict[tuple[str, int], dict]:
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {(row["group"], int(row["seed"])): row for row in csv.DictReader(f)}
+
+
+def collect(folders: list[Path], runs: dict[tuple[str, int], dict], session: str, commit: str) -> int:
+    added = 0
+    for folder in folders:
+        for summary in sorted(folder.glob("*/seed*/summary.json")):
+            s = json.loads(summary.read_text())
+            group = summary.parent.parent.name
+            runs[(group, int(s["seed"]))] = {
+                "group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]), "last_top1": str(s["last_top1"]),
+                "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
+                "peak_memory_mb": f"{s['peak_memory_mb']:.0f}", "session": session, "commit": commit}
+            added += 1
+    return added
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def test_columns(values: list[float], kd: list[float]) -> str:
+    t, df, p = welch_test(values, kd)
+    return "n/a" if math.isnan(t) else f"{t:+.2f} (df {df:.1f}, p {p:.3f})"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("runs", type=Path)
-    parser.add_argument("--kd-csv", type=Path, required=True)
-    parser.add_argument("--kd-check", type=Path, required=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--collect", type=Path, nargs="*", default=[], help="run folders to add to the CSV")
+    parser.add_argument("--session", default="", help="a label for the collected runs (e.g. the date)")
+    parser.add_argument("--commit", default="", help="the code revision the collected runs ran")
     args = parser.parse_args()
-    with args.kd_csv.open() as f:
+    runs = read_runs(RUNS_CSV)
+    if args.collect:
+        print(f"collected {collect(args.collect, runs, args.session, args.commit)} runs into {RUNS_CSV}",
+              file=sys.stderr)
+        with RUNS_CSV.open("w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(runs[k] for k in sorted(runs))
+    with TABLE1_CSV.open() as f:
         table1 = {row["name"]: row for row in csv.DictReader(f)}
-    kd_row = table1["kd_resnet20_resnet8"]
-    kd = [float(v) for v in kd_row["best_top1_values"].split(";")]
-    check = summaries(args.kd_check)
-    if not check or check[0]["seed"] != 0 or check[0]["best_top1"] != kd[0]:
-        got = check[0]["best_top1"] if check else None
-        print(f"KD seed 0 does not reproduce: {got} today, {kd[0]} in {args.kd_csv}", file=sys.stderr)
-        return 1
-    kd_epoch = check[0]["epoch_time"]
-    print(f"KD seed 0 reproduced: {check[0]['best_top1']:.2f} (s / epoch today {kd_epoch:.1f})\n")
-    print("| method | seeds | best top-1 (%) | per seed | Δ vs KD | Welch t | s / epoch | × KD | peak memory (MB) |")
+    kd = [float(v) for v in table1["kd_resnet20_resnet8"]["best_top1_values"].split(";")]
+    groups: dict[str, list[dict]] = {}
+    for (group, _), row in sorted(runs.items()):
+        groups.setdefault(group, []).append(row)
+    for row in groups.get("kd_resnet20_resnet8", []):
+        if float(row["best_top1"]) != kd[int(row["seed"])]:
+            print(f"KD seed {row['seed']} does not reproduce: {row['best_top1']} (session {row['session']}), "
+                  f"{kd[int(row['seed'])]} in {TABLE1_CSV.name}", file=sys.stderr)
+            return 1
+    kd_epoch = {row["session"]: float(row["epoch_time"]) for row in groups.get("kd_resnet20_resnet8", [])}
+    print("| method | seeds | best top-1 (%) | per seed | Δ vs KD | Welch t vs KD | s / epoch | × KD | "
+          "peak memory (MB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in ("student_resnet8", "kd_resnet20_resnet8", "da_resnet20_resnet8"):
         row = table1[name]
         values = [float(v) for v in row["best_top1_values"].split(";")]
-        print(f"| {row['method']} (da_table1.md) | {len(values)} | {statistics.fmean(values):.2f} ± "
-              f"{statistics.stdev(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} | "
-              f"{statistics.fmean(values) - statistics.fmean(kd):+.2f} | {welch_t(values, kd):+.1f} | "
-              f"(da_table1) | | {float(row['peak_memory_mb_mean']):.0f} |")
-    for group in sorted(p for p in args.runs.iterdir() if p.is_dir()):
-        runs = summaries(group)
-        if not runs:
-            continue
-        values = [r["best_top1"] for r in runs]
-        std = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
-        t = welch_t(values, kd)
-        epoch = statistics.fmean(r["epoch_time"] for r in runs)
-        print(f"| {group.name} | {len(values)} ({', '.join(str(r['seed']) for r in runs)}) | "
-              f"{statistics.fmean(values):.2f} ± {std} | {', '.join(f'{v:.2f}' for v in values)} | "
-              f"{statistics.fmean(values) - statistics.fmean(kd):+.2f} | {'n/a' if math.isnan(t) else f'{t:+.1f}'} | "
-              f"{epoch:.1f} | "
-              f"{epoch / kd_epoch:.2f} | {max(r['peak_memory_mb'] for r in runs):.0f} |")
+        print(f"| {row['method']} (da_table1.md) | {len(values)} | {mean_std(values)} | "
+              f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
+              f"{test_columns(values, kd)} | (da_table1.md) | | {float(row['peak_memory_mb_mean']):.0f} |")
+    for group, rows in groups.items():
+        values = [float(r["best_top1"]) for r in rows]
+        epoch = statistics.fmean(float(r["epoch_time"]) for r in rows)
+        ratios = [float(r["epoch_time"]) / kd_epoch[r["session"]] for r in rows if r["session"] in kd_epoch]
+        ratio = f"{statistics.fmean(ratios):.2f}" if len(ratios) == len(rows) else ""
+        print(f"| {group.removesuffix('_resnet20_resnet8')} | {len(values)} "
+              f"({', '.join(r['seed'] for r in rows)}) | {mean_std(values)} | "
+              f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
+              f"{test_columns(values, kd)} | {epoch:.1f} | {ratio} | "
+              f"{max(float(r['peak_memory_mb']) for r in rows):.0f} |")
     return 0
 
 
