@@ -7,9 +7,12 @@
 # exceed the 9,000 images of the other classes in the subset). DML has no teacher, so no DA variant.
 #   bash benchmarks/method_zoo.sh dkd dist kd_ls ctkd mlkd          # seeds 0..2; SEEDS="1" runs one seed
 #   DA=1 bash benchmarks/method_zoo.sh dkd                          # the same with the DA paper's values (+da)
-#   python benchmarks/method_zoo_table.py runs/method_zoo --kd-csv benchmarks/results/da_table1_resnet20_resnet8.csv \
-#       --kd-check runs/da_table1_check/kd_resnet20_resnet8      # after KD seed 0 re-run as below
-#   (KD seed 0 check: the kd line of benchmarks/da_table1.sh with SEEDS=0 and output_dir=runs/da_table1_check)
+#   CACHE=1 bash benchmarks/method_zoo.sh dkd                       # teacher outputs replayed from runs/teacher_cache
+#                                     (exact: the same numbers as without; the first run of a seed records them)
+#   EXTRA="name=kd_again" ...                                        # more overrides for every run
+#   SEEDS=0 bash benchmarks/method_zoo.sh kd                         # KD seed 0: must reproduce da_table1.md's
+#   python benchmarks/method_zoo_table.py --collect runs/method_zoo --session S --commit C   # the table
+#   python benchmarks/method_zoo_speed.py [--da]                     # s / step of every method, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,8 +30,9 @@ for method in "$@"; do
   esac
   name=${method}_resnet20_resnet8
   if [[ -n ${DA:-} ]]; then extra+=("${da[@]}" "name=${name}_da"); fi
+  if [[ -n ${CACHE:-} ]]; then extra+=(teacher_cache.enabled=true "teacher_cache.dir=${CACHE_DIR:-runs/teacher_cache}"); fi
   for seed in ${SEEDS:-0 1 2}; do
     $PY -m socratic distill "configs/cifar10_jpeg/$method/resnet20_resnet8.yaml" "seed=$seed" "${common[@]}" \
-        ${extra[@]+"${extra[@]}"}
+        ${extra[@]+"${extra[@]}"} ${EXTRA:-}
   done
 done
