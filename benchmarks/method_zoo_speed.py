@@ -80,7 +80,8 @@ def build_step(method: str, with_da: bool, steps: int) -> Callable[[], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="*", default=METHODS_ALL)
-    parser.add_argument("--da", action="store_true", help="with DA (benchmarks/method_zoo.sh's DA=1)")
+    parser.add_argument("--da", action="store_true", help="each method with DA (benchmarks/method_zoo.sh's DA=1), "
+                        "against plain KD")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per method and round")
     parser.add_argument("--warmup", type=int, default=2)
@@ -88,8 +89,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ROOT)  # the configs' data roots are relative to the repository
-    methods = ["kd", *[m for m in args.methods if m != "kd"]]
-    runs = {m: build_step(m, args.da and m != "dml", 1) for m in methods}
+    # the baseline is plain KD; with --da every other entry is the method + DA (DML has no teacher: none)
+    runs = {"kd": build_step("kd", False, 1)}
+    for method in args.methods:
+        with_da = args.da and method != "dml"
+        if method != "kd" or with_da:
+            runs[f"{method}+da" if with_da else method] = build_step(method, with_da, 1)
+    methods = list(runs)
     for run in runs.values():
         for _ in range(args.warmup):
             run()
