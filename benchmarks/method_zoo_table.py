@@ -3,12 +3,14 @@
     python benchmarks/method_zoo_table.py --collect runs/method_zoo --commit $(git rev-parse --short HEAD)
     python benchmarks/method_zoo_table.py                   # the table from the committed runs alone
 
+`--speed` takes `benchmarks/method_zoo_speed.py`'s JSON files (each method's training step side by side with KD's in one
+process) for the "s / step" and "× KD" columns; "s / epoch" is the runs' own, measured beside other jobs.
 `--collect` adds every finished run (`<group>/seed<s>/summary.json`) to `benchmarks/results/method_zoo_runs.csv`
 (one row per group and seed; a row already there is replaced), so the table grows over sessions without the run
 folders. The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget); a KD group
-in the CSV (`kd_resnet20_resnet8`, benchmarks/method_zoo.sh kd) must reproduce those seeds' best top-1 exactly, or
-the script refuses. Δ and Welch's t (df, two-sided p) are against da_table1's KD seeds; "s / epoch" is each group's
-mean and "× KD" its ratio to the KD group's mean measured in the same session (`session` column), else blank.
+in the CSV (`kd_resnet20_resnet8`, benchmarks/method_zoo.sh kd; `kd_cache_replay_...`, the same replayed from the
+teacher-output cache) must reproduce those seeds' best top-1 exactly, or
+the script refuses. Δ and Welch's t (df, two-sided p) are against da_table1's KD seeds.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main() -> int:
     parser.add_argument("--collect", type=Path, nargs="*", default=[], help="run folders to add to the CSV")
     parser.add_argument("--session", default="", help="a label for the collected runs (e.g. the date)")
     parser.add_argument("--commit", default="", help="the code revision the collected runs ran")
+    parser.add_argument("--speed", type=Path, nargs="*", default=[], help="method_zoo_speed.py JSON files")
     args = parser.parse_args()
     runs = read_runs(RUNS_CSV)
     if args.collect:
@@ -80,30 +83,34 @@ def main() -> int:
     groups: dict[str, list[dict]] = {}
     for (group, _), row in sorted(runs.items()):
         groups.setdefault(group, []).append(row)
-    for row in groups.get("kd_resnet20_resnet8", []):
+    for row in groups.get("kd_resnet20_resnet8", []) + groups.get("kd_cache_replay_resnet20_resnet8", []):
         if float(row["best_top1"]) != kd[int(row["seed"])]:
             print(f"KD seed {row['seed']} does not reproduce: {row['best_top1']} (session {row['session']}), "
                   f"{kd[int(row['seed'])]} in {TABLE1_CSV.name}", file=sys.stderr)
             return 1
-    kd_epoch = {row["session"]: float(row["epoch_time"]) for row in groups.get("kd_resnet20_resnet8", [])}
-    print("| method | seeds | best top-1 (%) | per seed | Δ vs KD | Welch t vs KD | s / epoch | × KD | "
-          "peak memory (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    speed: dict[str, dict] = {}
+    for path in args.speed:
+        speed.update(json.loads(path.read_text())["methods"])
+    print("| method | seeds | best top-1 (%) | per seed | Δ vs KD | Welch t vs KD | s / step | × KD (step) | "
+          "s / epoch (runs) | peak memory (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("student_resnet8", "kd_resnet20_resnet8", "da_resnet20_resnet8"):
         row = table1[name]
         values = [float(v) for v in row["best_top1_values"].split(";")]
         print(f"| {row['method']} (da_table1.md) | {len(values)} | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{test_columns(values, kd)} | (da_table1.md) | | {float(row['peak_memory_mb_mean']):.0f} |")
+              f"{test_columns(values, kd)} | | | {float(row['epoch_time_mean']):.1f} (da_table1.md) | "
+              f"{float(row['peak_memory_mb_mean']):.0f} |")
     for group, rows in groups.items():
         values = [float(r["best_top1"]) for r in rows]
         epoch = statistics.fmean(float(r["epoch_time"]) for r in rows)
-        ratios = [float(r["epoch_time"]) / kd_epoch[r["session"]] for r in rows if r["session"] in kd_epoch]
-        ratio = f"{statistics.fmean(ratios):.2f}" if len(ratios) == len(rows) else ""
-        print(f"| {group.removesuffix('_resnet20_resnet8')} | {len(values)} "
+        method = group.replace("_resnet20_resnet8", "").replace("_da", "+da")
+        step = speed.get("kd" if method.startswith("kd_cache") else method)
+        step_columns = (f"{step['s_per_step_median']:.3f} | {step['over_kd_median']:.2f}" if step else " | ")
+        print(f"| {method} | {len(values)} "
               f"({', '.join(r['seed'] for r in rows)}) | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{test_columns(values, kd)} | {epoch:.1f} | {ratio} | "
+              f"{test_columns(values, kd)} | {step_columns} | {epoch:.1f} | "
               f"{max(float(r['peak_memory_mb']) for r in rows):.0f} |")
     return 0
 
