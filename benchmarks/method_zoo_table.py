@@ -46,18 +46,20 @@ def collect(folders: list[Path], runs: dict[tuple[str, int], dict], session: str
             s = json.loads(summary.read_text())
             group = summary.parent.parent.name
             runs[(group, int(s["seed"]))] = {
-                "group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]), "last_top1": str(s["last_top1"]),
-                "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
+                "group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]),
+                "last_top1": str(s["last_top1"]), "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
                 "peak_memory_mb": f"{s['peak_memory_mb']:.0f}", "session": session, "commit": commit}
             added += 1
     return added
 
 
 def mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def test_columns(values: list[float], kd: list[float]) -> str:
+def welch_columns(values: list[float], kd: list[float]) -> str:
     t, df, p = welch_test(values, kd)
     return "n/a" if math.isnan(t) else f"{t:+.2f} (df {df:.1f}, p {p:.3f})"
 
@@ -99,7 +101,7 @@ def main() -> int:
         values = [float(v) for v in row["best_top1_values"].split(";")]
         print(f"| {row['method']} (da_table1.md) | {len(values)} | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{test_columns(values, kd)} | | | {float(row['epoch_time_mean']):.1f} (da_table1.md) | "
+              f"{welch_columns(values, kd)} | | | {float(row['epoch_time_mean']):.1f} (da_table1.md) | "
               f"{float(row['peak_memory_mb_mean']):.0f} |")
     for group, rows in groups.items():
         values = [float(r["best_top1"]) for r in rows]
@@ -110,7 +112,7 @@ def main() -> int:
         print(f"| {method} | {len(values)} "
               f"({', '.join(r['seed'] for r in rows)}) | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{test_columns(values, kd)} | {step_columns} | {epoch:.1f} | "
+              f"{welch_columns(values, kd)} | {step_columns} | {epoch:.1f} | "
               f"{max(float(r['peak_memory_mb']) for r in rows):.0f} |")
     return 0
 

@@ -53,7 +53,8 @@ class TeacherReplay:
     version counter), is served, so a batch that an augmentation replaced (a DA-perturbed batch) or edited in place
     always runs the teachers live. `replayed` maps a teacher's index to its cached outputs by field name
     (`logits`, `embedding`, `stage<i>`, `preact<i>`); `wanted` names, per teacher, the fields to record from a
-    live call on the batch. Filled and read by `socratic.engine.teacher_cache`; methods only call `Distiller.teacher_outputs`.
+    live call on the batch. Filled and read by `socratic.engine.teacher_cache`; methods only call
+    `Distiller.teacher_outputs` (or `teacher_features`).
     """
 
     def __init__(self, batch: Tensor, replayed: dict[int, dict[str, Tensor]] | None = None,
@@ -255,8 +256,8 @@ class Distiller(nn.Module):
     # ----------------------------------------------------------------------------- teacher-output cache
     def teacher_cache_fields(self) -> list[tuple[str, ...]] | None:
         """Per teacher, the outputs `forward_train` reads on the loader's batch through `teacher_outputs`
-        (`feature_fields`): what a teacher-output cache must hold for this method. None (the
-        default): the method reads its teachers otherwise, and a config that turns the cache on is refused."""
+        (`feature_fields`): what a teacher-output cache must hold for this method. None (the default): the
+        method reads its teachers otherwise, and a config that turns the cache on is refused."""
         return None
 
     @torch.no_grad()

@@ -23,8 +23,8 @@ an Adam of its own:
 `socratic rl dpd` with `dpd.learner: ddpg | ppo` runs `ContinuousDPDRun`, a kind of the run skeleton
 (`socratic.engine.run.Run`): epoch k is round k, each round starts from an environment reset seeded by (run
 seed, learner, round), and `last.pt` holds both learners' whole state (`socratic.rl.sb3_state.learner_state`),
-so `--resume` continues a killed run to the same weights as an uninterrupted one. `dpd.enabled: false` trains the same two learners alone
-(the baseline). The DQN adaptation (`dpd.learner: dqn`) is `socratic.rl.dqn.DPDRun`; `run_dpd` picks the kind.
+so `--resume` continues a killed run to the same weights as an uninterrupted one. `dpd.enabled: false` trains the
+same two learners alone (the baseline). The DQN adaptation (`dpd.learner: dqn`) is `socratic.rl.dqn.DPDRun`; `run_dpd` picks the kind.
 """
 
 from __future__ import annotations
