@@ -5,8 +5,9 @@
 
 Each method is built from its shipped `configs/cifar10_jpeg/<method>/resnet20_resnet8.yaml` with the overrides of
 `benchmarks/method_zoo.sh` (the 10,000-image subset, fp32, one thread; `--da` adds that script's DA values) and
-trained through the run skeleton's own `train_step` on its loader's first batches. Rounds alternate the methods,
-so every "× KD" is a ratio of steps timed under the same load; the median over rounds is reported. The time is
+trained through the run skeleton's own `train_step` on its loader's first batches. Rounds alternate the methods
+(each round starting one method later), so every "× KD" is a ratio of steps timed under the same load; the median
+over rounds is reported. The time is
 what an epoch's steps cost: the step and its DA perturbation, not data loading or evaluation.
 """
 
@@ -52,6 +53,8 @@ def build_step(method: str, with_da: bool, steps: int) -> Callable[[], None]:
     key = (cfg.data.name, cfg.data.root, cfg.data.train_subset, cfg.data.subset_seed)
     datasets = _DATASETS[key] = _DATASETS.get(key) or load_datasets(cfg)  # one copy for every method
     distiller = build_distiller(cfg, datasets.train.num_classes, datasets.train.image_shape[0]).to(device)
+    if cfg.runtime.channels_last:  # as the Trainer does: the loader's batches are channels_last too
+        distiller.to(memory_format=torch.channels_last)
     distiller.usage_checks = False
     distiller.bind_train_set(datasets.train.labels)
     distiller.train()
@@ -82,7 +85,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=METHODS_ALL)
     parser.add_argument("--da", action="store_true", help="each method with DA (benchmarks/method_zoo.sh's DA=1), "
                         "against plain KD")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per method and round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -101,7 +104,9 @@ def main() -> None:
             run()
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     for round_ in range(args.rounds):
-        for method, run in runs.items():
+        order = methods[round_ % len(methods):] + methods[:round_ % len(methods)]  # no method always goes first
+        for method in order:
+            run = runs[method]
             start = time.perf_counter()
             for _ in range(args.steps):
                 run()
