@@ -4,7 +4,9 @@
     python benchmarks/method_zoo_table.py                   # the table from the committed runs alone
 
 `--speed` takes `benchmarks/method_zoo_speed.py`'s JSON files (each method's training step side by side with KD's in one
-process) for the "s / step" and "× KD" columns; "s / epoch" is the runs' own, measured beside other jobs.
+process) for the "s / step", "× KD" and "s / epoch" (79 steps of 128 images) columns. The runs' own epoch times are
+in the CSV only: they were measured beside other jobs, and are lower where a run replayed its teacher's outputs from
+the teacher-output cache (`cache_replayed`).
 `--collect` adds every finished run (`<group>/seed<s>/summary.json`) to `benchmarks/results/method_zoo_runs.csv`
 (one row per group and seed; a row already there is replaced), so the table grows over sessions without the run
 folders. The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget); a KD group
@@ -29,7 +31,9 @@ from socratic.reports import welch_test  # noqa: E402
 
 RUNS_CSV = ROOT / "benchmarks/results/method_zoo_runs.csv"
 TABLE1_CSV = ROOT / "benchmarks/results/da_table1_resnet20_resnet8.csv"
-FIELDS = ["group", "seed", "best_top1", "last_top1", "epochs", "epoch_time", "peak_memory_mb", "session", "commit"]
+STEPS_PER_EPOCH = 79  # 10,000 images in batches of 128
+FIELDS = ["group", "seed", "best_top1", "last_top1", "epochs", "epoch_time", "peak_memory_mb", "cache_replayed",
+          "session", "commit"]
 
 
 def read_runs(path: Path) -> dict[tuple[str, int], dict]:
@@ -45,10 +49,14 @@ def collect(folders: list[Path], runs: dict[tuple[str, int], dict], session: str
         for summary in sorted(folder.glob("*/seed*/summary.json")):
             s = json.loads(summary.read_text())
             group = summary.parent.parent.name
+            lines = (summary.parent / "metrics.jsonl").read_text().splitlines()
+            replayed = [m["teacher_cache_replayed"] for m in map(json.loads, lines) if "teacher_cache_replayed" in m]
             runs[(group, int(s["seed"]))] = {
                 "group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]),
                 "last_top1": str(s["last_top1"]), "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
-                "peak_memory_mb": f"{s['peak_memory_mb']:.0f}", "session": session, "commit": commit}
+                "peak_memory_mb": f"{s['peak_memory_mb']:.0f}",
+                "cache_replayed": f"{statistics.fmean(replayed):.2f}" if replayed else "",
+                "session": session, "commit": commit}
             added += 1
     return added
 
@@ -91,28 +99,29 @@ def main() -> int:
                   f"{kd[int(row['seed'])]} in {TABLE1_CSV.name}", file=sys.stderr)
             return 1
     speed: dict[str, dict] = {}
-    for path in args.speed:
-        speed.update(json.loads(path.read_text())["methods"])
+    for path in args.speed:  # the first file's KD is the baseline; later files add their other entries
+        for name, entry in json.loads(path.read_text())["methods"].items():
+            speed.setdefault(name, entry)
     print("| method | seeds | best top-1 (%) | per seed | Δ vs KD | Welch t vs KD | s / step | × KD (step) | "
-          "s / epoch (runs) | peak memory (MB) |")
+          "s / epoch | peak memory (MB) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("student_resnet8", "kd_resnet20_resnet8", "da_resnet20_resnet8"):
         row = table1[name]
         values = [float(v) for v in row["best_top1_values"].split(";")]
         print(f"| {row['method']} (da_table1.md) | {len(values)} | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{welch_columns(values, kd)} | | | {float(row['epoch_time_mean']):.1f} (da_table1.md) | "
+              f"{welch_columns(values, kd)} | | | {float(row['epoch_time_mean']):.1f} (runs) | "
               f"{float(row['peak_memory_mb_mean']):.0f} |")
     for group, rows in groups.items():
         values = [float(r["best_top1"]) for r in rows]
-        epoch = statistics.fmean(float(r["epoch_time"]) for r in rows)
         method = group.replace("_resnet20_resnet8", "").replace("_da", "+da")
         step = speed.get("kd" if method.startswith("kd_cache") else method)
-        step_columns = (f"{step['s_per_step_median']:.3f} | {step['over_kd_median']:.2f}" if step else " | ")
+        step_columns = (f"{step['s_per_step_median']:.3f} | {step['over_kd_median']:.2f} | "
+                        f"{STEPS_PER_EPOCH * step['s_per_step_median']:.1f}" if step else " | | ")
         print(f"| {method} | {len(values)} "
               f"({', '.join(r['seed'] for r in rows)}) | {mean_std(values)} | "
               f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.fmean(values) - statistics.fmean(kd):+.2f} | "
-              f"{welch_columns(values, kd)} | {step_columns} | {epoch:.1f} | "
+              f"{welch_columns(values, kd)} | {step_columns} | "
               f"{max(float(r['peak_memory_mb']) for r in rows):.0f} |")
     return 0
 
