@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _same_run import assert_same
 from socratic.config import ConfigError
 from socratic.rl.config import DPDConfig, load_rl_config
 from socratic.rl.dpd import StateMemory, distillation_weights, weighted_action_mse
@@ -219,7 +220,6 @@ def test_bad_input_exits_2_before_a_run_folder_exists(tmp_path: Path, capsys: py
 
 
 # ----------------------------------------------------------------------------------- resume
-VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}
 
 
 class Interrupt(Exception):
@@ -240,23 +240,6 @@ def _outcome(run_dir: Path) -> dict:
                    for path in sorted((run_dir / "checkpoints").glob("*.pt"))}
     return {"metrics": read_metrics(run_dir / "metrics.jsonl"), "checkpoints": checkpoints,
             "summary": json.loads((run_dir / "summary.json").read_text())}
-
-
-def _assert_same(a: object, b: object, where: str = "") -> None:
-    """Equal nested data, tensors bit for bit, wall-clock keys skipped."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            if key not in VOLATILE:
-                _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    else:
-        assert a == b or (a != a and b != b), (where, a, b)
 
 
 @pytest.mark.parametrize("learner", ["ddpg", "ppo"])
@@ -284,7 +267,7 @@ def test_a_run_stopped_after_a_round_and_mid_round_resumes_bit_for_bit(learner: 
         _run(learner, tmp_path / "cut", resume=True, step_callbacks=[mid_round_3])
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     _run(learner, tmp_path / "cut", resume=True)
-    _assert_same(_outcome(run_dir), reference)
+    assert_same(_outcome(run_dir), reference)
 
 
 def test_dpd_runs_can_be_searched(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from _same_run import assert_same
 from socratic.engine.runtime import rng_state, set_rng_state, setup_run
 from socratic.rl.config import DPDConfig, load_rl_config
 from socratic.rl.sb3_state import (begin_round, decode_array, encode_array, learner_state, load_learner_state,
@@ -104,8 +105,6 @@ def test_a_dpd_learner_state_round_trips_through_weights_only_and_training_goes_
 
 
 # ------------------------------------------------------------------------------- kill and resume, end to end
-# wall-clock seconds (`t`: the time stamps of SB3's episode statistics)
-VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}
 RUNS = {
     "dpd": ("minatar_breakout_dpd.yaml", ["dpd.round_steps=100", "dpd.batch_size=16", "eval.episodes_per_round=2",
                                           "eval.final_episodes=2"]),
@@ -139,23 +138,6 @@ def _run(command: str, output_dir: Path, resume: bool = False, **callbacks: list
 def _run_dir(command: str, output_dir: Path) -> Path:
     name = "minatar_breakout_dpd" if command == "dpd" else "minatar_breakout_teacher"
     return output_dir / name / "seed0"
-
-
-def _assert_same(a: object, b: object, where: str = "") -> None:
-    """Equal nested data, tensors bit for bit, wall-clock keys skipped."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            if key not in VOLATILE:
-                _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    else:
-        assert a == b or (a != a and b != b), (where, a, b)  # NaN == NaN here
 
 
 def _outcome(run_dir: Path) -> dict:
@@ -212,7 +194,7 @@ def test_a_run_stopped_after_a_round_and_mid_round_resumes_bit_for_bit(command: 
     run_dir = _run_dir(command, tmp_path)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     _run(command, tmp_path, resume=True)
-    _assert_same(_outcome(run_dir), reference)
+    assert_same(_outcome(run_dir), reference)
 
 
 @pytest.mark.parametrize("command", ["dpd", "train-teacher"])
@@ -244,7 +226,7 @@ def test_a_run_killed_by_sigkill_resumes_bit_for_bit(command: str, tmp_path: Pat
     process.stderr.close()
     assert not (_run_dir(command, tmp_path) / "summary.json").exists()
     assert main(["rl", command, *_args(command, tmp_path), "--resume"]) == 0
-    _assert_same(_outcome(_run_dir(command, tmp_path)), uninterrupted(command))
+    assert_same(_outcome(_run_dir(command, tmp_path)), uninterrupted(command))
 
 
 def test_a_nan_stops_a_dqn_run_at_the_last_good_round(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
