@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}  # wall-clock keys (`t`: SB3 episode time stamps)
+# wall-clock keys, skipped (`t`: the time stamps of SB3's episode statistics)
+VOLATILE = {"time", "train_time", "wall_time_this_session", "elapsed", "t"}
 
 
 def assert_same(a: object, b: object, where: str = "") -> None:
