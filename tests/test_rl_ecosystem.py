@@ -252,7 +252,7 @@ def test_train_teacher_ppo_and_sac_resume_bit_for_bit(algo: str, tmp_path: Path)
     if algo == "ppo":  # normalised: the RL-Zoo layout beside the zip
         assert (run_dir / "checkpoints" / "best" / "vecnormalize.pkl").is_file()
     assert {"score_mean", "last_score_mean", "best_eval_score"} <= set(reference)
-    final = _last_weights(run_dir)["learner"]["policy"]
+    final = _last_weights(run_dir)["learners"][0]["policy"]
 
     def after_round_1(epoch: int, metrics: dict) -> None:
         if epoch == 1:
@@ -261,7 +261,7 @@ def test_train_teacher_ppo_and_sac_resume_bit_for_bit(algo: str, tmp_path: Path)
     with pytest.raises(Interrupt):
         train_sb3_teacher(cfg, overwrite=True, epoch_callbacks=[after_round_1])
     resumed = train_sb3_teacher(cfg, resume=True)
-    again = _last_weights(run_dir)["learner"]["policy"]
+    again = _last_weights(run_dir)["learners"][0]["policy"]
     assert set(again) == set(final)
     for key in final:
         assert torch.equal(again[key], final[key]), key

@@ -20,19 +20,17 @@ an Adam of its own:
   its gradient clipped to `ppo.max_grad_norm`, Adam at the PPO learning rate, beta 0.5. The paper defines the
   disadvantage as peer - own; the authors' PPO code computes own - peer: `dpd.sign: own_minus_peer` is that.
 
-`socratic rl dpd` with `dpd.learner: ddpg | ppo` runs `ContinuousDPDRun`, a kind of the run skeleton
-(`socratic.engine.run.Run`): epoch k is round k, each round starts from an environment reset seeded by (run
-seed, learner, round), and `last.pt` holds both learners' whole state (`socratic.rl.sb3_state.learner_state`),
-so `--resume` continues a killed run to the same weights as an uninterrupted one. `dpd.enabled: false` trains the
-same two learners alone (the baseline). The DQN adaptation (`dpd.learner: dqn`) is `socratic.rl.dqn.DPDRun`; `run_dpd` picks the kind.
+`socratic rl dpd` with `dpd.learner: ddpg | ppo` runs `ContinuousDPDRun`, a `socratic.rl.sb3_run.PeerRun` like
+the DQN adaptation (`dpd.learner: dqn`, `socratic.rl.dqn.DPDRun`; `run_dpd` picks the kind): epoch k is round k,
+each round starts from an environment reset seeded by (run seed, learner, round), and `last.pt` holds both
+learners' whole state (`socratic.rl.sb3_state.learner_state`), so `--resume` continues a killed run to the same
+weights as an uninterrupted one. `dpd.enabled: false` trains the same two learners alone (the baseline).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import math
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,13 +39,13 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
-from socratic.engine.run import EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress
+from socratic.engine.run import EpochCallback, RunFolder, StepCallback, StepProgress
 from socratic.rl.config import DPDConfig
-from socratic.rl.envs import EnvInfo, env_info, make_env
+from socratic.rl.envs import EnvInfo, make_env
 from socratic.rl.losses import dpd_weights
 from socratic.rl.rollout import score_summary
-from socratic.rl.sb3_state import (LearnerStateError, cpu_copy, decode_array, encode_array, learner_state,
-                                   load_learner_state, round_seed)
+from socratic.rl.sb3_run import PeerRun, fit_run
+from socratic.rl.sb3_state import LearnerStateError, cpu_copy, decode_array, encode_array, save_sb3_zip
 
 
 # ---------------------------------------------------------------------------------------- pure functions
@@ -297,122 +295,55 @@ def score_policy(policy: Any, env: Any, episodes: int, seed: int) -> dict[str, f
     return score_summary(np.asarray(returns, dtype=np.float64))
 
 
-class ContinuousDPDRun(Run):
+class ContinuousDPDRun(PeerRun):
     """`socratic rl dpd` with DDPG or PPO peers as a run: epoch k is round k (each learner trains up to
     k * `dpd.round_steps` environment steps, then both are evaluated deterministically); each learner's best
     policy is `checkpoints/learner{i}_best.pt` (weights and metadata) and `learner{i}_best.zip` (SB3);
-    `last.pt` holds both learners' whole state. No `best.pt`: there are two bests."""
-
-    score_key = None
+    `last.pt` holds both learners' whole state."""
 
     def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console, *,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.hyper = getattr(cfg, cfg.dpd.learner)
-        super().__init__(folder, epochs=cfg.rounds, device=device,
-                         progress=cfg.runtime.progress, tensorboard=cfg.runtime.tensorboard, console=console,
-                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
-        self.cfg = cfg
-        self.info = env_info(cfg.env.suite, cfg.env.game)
+        self.learning_rate_hint = f"a {cfg.dpd.learner}.learning_rate or dpd.lr"
+        super().__init__(cfg, folder, device, console, epochs=cfg.rounds, step_callbacks=step_callbacks,
+                         epoch_callbacks=epoch_callbacks)
         make = functools.partial(monitored_env, self.info.suite, self.info.game, cfg.env.max_episode_steps)
-        self.eval_env = DummyVecEnv([make] * cfg.env.eval_num_envs)
+        self.eval_envs = DummyVecEnv([make] * cfg.env.eval_num_envs)
         self.learners = [build_learner(cfg, self.info, cfg.seed * 2 + i, device) for i in range(2)]
         for i, learner in enumerate(self.learners):
             learner.setup_dpd(self.learners[1 - i], cfg.dpd, self.hyper.n_timesteps)
-        self.best = [-math.inf, -math.inf]
-        self.elapsed = 0.0
-        self._session = time.perf_counter()
-
-    def _time(self) -> float:
-        return self.elapsed + time.perf_counter() - self._session
 
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        from socratic.rl.dqn import learn_round
-
-        until = min(epoch * self.cfg.dpd.round_steps, self.hyper.n_timesteps)
-        steps.start(sum(max(until - learner.num_timesteps, 0) for learner in self.learners), unit="env steps")
+        self._learn(epoch, min(epoch * self.cfg.dpd.round_steps, self.hyper.n_timesteps), steps)
         metrics: dict[str, Any] = {}
-        for i, learner in enumerate(self.learners):
-            learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
-            if not all(bool(torch.isfinite(p).all()) for p in learner.policy.parameters()):
-                raise NonFiniteLossError(f"round {epoch}, learner {i}: the policy has non-finite weights (a NaN/inf "
-                                         f"loss, e.g. from too large a {self.cfg.dpd.learner}.learning_rate or "
-                                         "dpd.lr); stopped.")
         for i, learner in enumerate(self.learners):
             metrics.update({f"learner{i}_timesteps": int(learner.num_timesteps),
                             **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
         return metrics
 
-    def _policy_checkpoint(self, learner: Any, i: int, score: float) -> dict[str, Any]:
+    def _round_score(self, learner: Any, episodes: int, seed: int) -> dict[str, float]:
+        return score_policy(learner.policy, self.eval_envs, episodes, seed)
+
+    def _save_best(self, i: int, learner: Any) -> None:
         info = self.info
         meta = {"kind": "rl_dpd_policy", "algo": self.cfg.dpd.learner, "learner": i, "suite": info.suite,
                 "game": info.game, "env_id": info.env_id, "obs_shape": list(info.obs_shape),
                 "action_shape": list(info.action_shape), "net_arch": list(self.hyper.net_arch),
-                "timesteps": int(learner.num_timesteps), "eval_score": float(score)}
-        return {"model": cpu_copy(learner.policy.state_dict()), "meta": meta}
+                "timesteps": int(learner.num_timesteps), "eval_score": float(self.best[i])}
+        self.folder.save_checkpoint({"model": cpu_copy(learner.policy.state_dict()), "meta": meta}, f"learner{i}_best")
+        save_sb3_zip(learner, self.folder.checkpoint_dir / f"learner{i}_best.zip")
 
-    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        from socratic.rl.sb3_state import save_sb3_zip
+    def _final_score(self, checkpoint: str) -> dict[str, float]:
+        """A best policy (`checkpoints/<checkpoint>.pt`) over `eval.final_episodes` deterministic episodes (seed 1)."""
+        policy = copy.deepcopy(self.learners[0].policy)
+        policy.load_state_dict(self.folder.load_checkpoint(checkpoint, map_location=self.device)["model"])
+        return score_policy(policy, self.eval_envs, self.cfg.eval.final_episodes, seed=1)
 
-        out: dict[str, Any] = {}
-        for i, learner in enumerate(self.learners):
-            summary = score_policy(learner.policy, self.eval_env, self.cfg.eval.episodes_per_round, seed=10_000 + epoch)
-            if summary["mean"] > self.best[i]:
-                self.best[i] = summary["mean"]
-                if self.is_main:
-                    self.folder.save_checkpoint(self._policy_checkpoint(learner, i, self.best[i]), f"learner{i}_best")
-                    save_sb3_zip(learner, self.folder.checkpoint_dir / f"learner{i}_best.zip")
-            out.update({f"learner{i}_score_mean": summary["mean"], f"learner{i}_score_std": summary["std"],
-                        f"learner{i}_best_score": self.best[i]})
-        out["eval_score_mean"] = (out["learner0_score_mean"] + out["learner1_score_mean"]) / 2
-        out["time"] = self._time()
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"learners": [learner_state(learner) for learner in self.learners], "elapsed": self._time(),
-                "learner_best": list(self.best)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for learner, saved in zip(self.learners, state["learners"], strict=True):
-            load_learner_state(learner, saved)
-        self.best = [float(v) for v in state["learner_best"]]
-        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
-
-    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
-        if not self.cfg.runtime.progress:
-            return None
-        return (f"round {metrics['epoch']} | steps {metrics['learner0_timesteps']:,} | learner0 "
-                f"{metrics['learner0_score_mean']:.1f} | learner1 {metrics['learner1_score_mean']:.1f}")
-
-    def _final_score(self, i: int) -> dict[str, float]:
-        """Learner i's best policy over `eval.final_episodes` deterministic episodes (seed 1)."""
-        policy = copy.deepcopy(self.learners[i].policy)
-        policy.load_state_dict(self.folder.load_checkpoint(f"learner{i}_best", map_location=self.device)["model"])
-        return score_policy(policy, self.eval_env, self.cfg.eval.final_episodes, seed=1)
-
-    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
-        cfg = self.cfg
-        train_time = self._time()
-        finals = [self._final_score(i) for i in range(2)]
-        params = sum(p.numel() for p in self.learners[0].policy.parameters())
-        result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": self.info.suite,
-                                  "game": self.info.game, "algo": cfg.dpd.learner,
-                                  "method": "dpd" if cfg.dpd.enabled else "alone", "params": params,
-                                  "rounds": len(history), "n_timesteps": self.hyper.n_timesteps,
-                                  "train_time": train_time, "wall_time_this_session": wall_time}
-        for i, final in enumerate(finals):
-            result[f"learner{i}_score_mean"], result[f"learner{i}_score_std"] = final["mean"], final["std"]
-            result[f"learner{i}_best_round_score"] = self.best[i]
-        result["score_mean"] = (finals[0]["mean"] + finals[1]["mean"]) / 2
-        result["score_best_learner"] = max(finals[0]["mean"], finals[1]["mean"])
-        result["episodes"] = finals[0]["episodes"]
-        return result
-
-    def close(self) -> None:
-        self.eval_env.close()
-        for learner in self.learners:
-            learner.env.close()
+    def _summary_fields(self) -> dict[str, Any]:
+        return {"algo": self.cfg.dpd.learner, "params": sum(p.numel() for p in self.learners[0].policy.parameters()),
+                "n_timesteps": self.hyper.n_timesteps}
 
 
 def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None, *, resume: bool = False,
@@ -429,7 +360,7 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     if cfg.dpd.learner == "dqn":
         return dqn.run_dpd(cfg, overwrite, console, resume=resume, accept_config_changes=accept_config_changes,
                            step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
-    run, result = dqn.fit_run(ContinuousDPDRun, cfg, overwrite, console, resume, accept_config_changes,
+    run, result = fit_run(ContinuousDPDRun, cfg, overwrite, console, resume, accept_config_changes,
                               step_callbacks, epoch_callbacks)
     if cfg.runtime.plot:
         plot_learning_curve(run.run_dir, [("learner0_score_mean", "learner 0"), ("learner1_score_mean", "learner 1")],

@@ -3,10 +3,10 @@
 The Q-network is a socratic `QNetwork` inside SB3 (`QTrunkExtractor` + SB3's linear head), so a trained DQN is
 exported as a plain weights-only checkpoint (`checkpoints/best.pt`) besides SB3's own `.zip`.
 
-Both commands are kinds of the run skeleton (`socratic.engine.run.Run`) and resume with `--resume`: an epoch is
-one *round* (train-teacher: the `eval.every_steps` steps between two evaluations; dpd: `dpd.round_steps` steps of
-each learner), each round starts from an environment reset seeded by (run seed, learner, round)
-(`socratic.rl.sb3_state.begin_round`), and `last.pt` holds every learner's full SB3 state
+Both commands are kinds of the run skeleton for SB3 learners (`socratic.rl.sb3_run.SB3Run`) and resume with
+`--resume`: an epoch is one *round* (train-teacher: the `eval.every_steps` steps between two evaluations; dpd:
+`dpd.round_steps` steps of each learner), each round starts from an environment reset seeded by (run seed, learner,
+round) (`socratic.rl.sb3_run.learn_round`), and `last.pt` holds every learner's full SB3 state
 (`socratic.rl.sb3_state.learner_state`: networks, optimisers, replay buffer, counters, action-space RNG).
 
 Dual policy distillation: Lai, Zha, Li, Hu 2020, "Dual Policy Distillation" (IJCAI). Two peer learners with
@@ -24,27 +24,23 @@ tempered softmaxes by default, see `socratic.rl.losses`), and the value of a sta
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from rich.console import Console
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
 
-from socratic.engine.checkpoint import CheckpointError
-from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
-                                 check_output_writable)
-from socratic.engine.runtime import setup_run
+from socratic.engine.run import EpochCallback, RunFolder, StepCallback, StepProgress
 from socratic.rl.config import DPDConfig, DQNConfig, NetConfig, TrainTeacherConfig
-from socratic.rl.distill import build_qnetwork, plot_learning_curve, rl_run_folder
-from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
+from socratic.rl.distill import build_qnetwork, plot_learning_curve
+from socratic.rl.envs import EnvInfo, make_env, make_vec_env
 from socratic.rl.losses import dpd_weights, policy_loss_per_sample
 from socratic.rl.networks import QNetwork, count_parameters
 from socratic.rl.rollout import play_episodes, score_summary
 from socratic.rl.sb3_extractor import QTrunkExtractor
-from socratic.rl.sb3_state import begin_round, learner_state, load_learner_state, round_seed, save_sb3_zip
+from socratic.rl.sb3_run import PeerRun, SB3Run, fit_run
+from socratic.rl.sb3_state import save_sb3_zip
 from socratic.rl.teachers import SB3QTeacher, qnetwork_checkpoint, sb3_to_qnetwork
 
 
@@ -93,61 +89,26 @@ def export_qnetwork(model: Any, info: EnvInfo, spec: dict[str, Any]) -> QNetwork
     return sb3_to_qnetwork(model.policy.q_net, spec).to("cpu")
 
 
-class _StepBar(BaseCallback):
-    """Advances the skeleton's step bar (and runs its step callbacks) every environment step of a round."""
+class DQNRun(SB3Run):
+    """What the two DQN runs share: the Q-network spec, the evaluation environments and greedy scoring of a
+    learner's (or a checkpoint's) Q-network."""
 
-    def __init__(self, steps: StepProgress) -> None:
-        super().__init__()
-        self.steps = steps
-
-    def _on_step(self) -> bool:
-        self.steps.step(count=1)
-        return True
-
-
-def learn_round(model: Any, seed: int, until: int, steps: StepProgress) -> int:
-    """One round of a learner: reset its environment with `seed`, then train until `until` environment steps in
-    all (SB3 collects `train_freq` steps at a time, so a round may end up to train_freq - 1 steps later; the next
-    round's target absorbs it). Returns the steps taken."""
-    start = model.num_timesteps
-    if until > start:
-        begin_round(model, seed)
-        model.learn(total_timesteps=until - start, reset_num_timesteps=False, callback=_StepBar(steps))
-    return model.num_timesteps - start
-
-
-def check_finite(model: Any, what: str) -> None:
-    """A `NonFiniteLossError` when a learner's Q-network has NaN/inf weights (the run stops; last.pt is the last
-    good round)."""
-    if not all(bool(torch.isfinite(p).all()) for p in model.policy.q_net.parameters()):
-        raise NonFiniteLossError(f"{what}: the Q-network has non-finite weights (a NaN/inf loss, e.g. from too large "
-                                 "a dqn.learning_rate or dpd.lr); stopped.")
-
-
-class DQNRun(Run):
-    """What the two DQN runs share: the game, the Q-network spec, the learners (`learners`, built by the kind),
-    the evaluation environments, the clock over all sessions, and the learners' part of last.pt."""
-
-    learners: list[Any]
+    network = "Q-network"
+    learning_rate_hint = "a dqn.learning_rate or dpd.lr"
 
     def __init__(self, cfg: Any, folder: RunFolder, device: torch.device, console: Console, *, epochs: int,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        super().__init__(folder, epochs=epochs, device=device, progress=cfg.runtime.progress,
-                         tensorboard=cfg.runtime.tensorboard, console=console,
-                         step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
-        self.cfg = cfg
-        self.info = env_info(cfg.env.suite, cfg.env.game)
+        super().__init__(cfg, folder, device, console, epochs=epochs, step_callbacks=step_callbacks,
+                         epoch_callbacks=epoch_callbacks)
         self.spec = net_spec(cfg.net, self.info)
         self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
                                       cfg.env.max_episode_steps, cfg.env.asynchronous)
-        self.elapsed = 0.0  # training + evaluation seconds over all sessions of the run
-        self._session = time.perf_counter()
 
-    def _time(self) -> float:
-        return self.elapsed + time.perf_counter() - self._session
+    def _network_parameters(self, learner: Any) -> Iterable[torch.Tensor]:
+        return learner.policy.q_net.parameters()
 
     def _score(self, q_net: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
-        """Greedy play of a learner's (or a checkpoint's) Q-network on the evaluation environments."""
+        """Greedy play of a Q-network on the evaluation environments."""
         return score_summary(play_episodes(SB3QTeacher(q_net, False), self.eval_envs, episodes, seed=seed,
                                            device=self.device))
 
@@ -156,46 +117,6 @@ class DQNRun(Run):
         net = QNetwork.from_spec(self.spec)
         net.load_state_dict(self.folder.load_checkpoint(checkpoint)["model"])
         return self._score(net.to(self.device), self.cfg.eval.final_episodes, seed=1)
-
-    def _learn(self, epoch: int, until: int, steps: StepProgress) -> None:
-        """Round `epoch` of every learner in turn, each up to `until` environment steps."""
-        steps.start(sum(max(until - learner.num_timesteps, 0) for learner in self.learners), unit="env steps")
-        for i, learner in enumerate(self.learners):
-            learn_round(learner, round_seed(self.cfg.seed, i, epoch), until, steps)
-            check_finite(learner, f"round {epoch}" + (f", learner {i}" if len(self.learners) > 1 else ""))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"learners": [learner_state(learner) for learner in self.learners], "elapsed": self._time()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "learners" not in state:
-            raise CheckpointError(f"{self.folder.last_path} has no learner state: it was written by a socratic "
-                                  "whose DQN runs did not resume; start the run again with --overwrite")
-        for learner, saved in zip(self.learners, state["learners"], strict=True):
-            load_learner_state(learner, saved)
-        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
-
-    def close(self) -> None:
-        self.eval_envs.close()
-        for learner in self.learners:
-            learner.env.close()
-
-
-def fit_run(kind: type[Run], cfg: Any, overwrite: bool, console: Console | None, resume: bool,
-            accept_config_changes: bool, step_callbacks: Iterable[StepCallback],
-            epoch_callbacks: Iterable[EpochCallback]) -> tuple[Any, dict[str, Any]]:
-    """Check the run folder, set up the runtime, build the kind of run (`kind(cfg, folder, device, console,
-    step_callbacks=..., epoch_callbacks=...)`, which has a `close()`) and fit it; (run, summary)."""
-    check_output_writable(cfg.output_dir)
-    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
-    folder.check()  # a busy folder, an existing run or a changed config fails before anything is built
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
-    run = kind(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
-               epoch_callbacks=epoch_callbacks)
-    try:
-        return run, run.fit()
-    finally:
-        run.close()
 
 
 # --------------------------------------------------------------------------------------------- teacher
@@ -326,12 +247,9 @@ class DPDDQN(RoundDQN):
         return out
 
 
-class DPDRun(DQNRun):
-    """`socratic rl dpd` as a run: epoch k is round k (each learner trains up to k * `dpd.round_steps` steps, then
-    both are evaluated); each learner's best network is `checkpoints/learner{i}_best.pt`; `last.pt` holds both
-    learners' full state. No `best.pt`: there are two bests."""
-
-    score_key = None
+class DPDRun(PeerRun, DQNRun):
+    """`socratic rl dpd` with DQN peers as a run: epoch k is round k (each learner trains up to
+    k * `dpd.round_steps` steps, then both are evaluated greedily); `last.pt` holds both learners' full state."""
 
     def __init__(self, cfg: DPDConfig, folder: RunFolder, device: torch.device, console: Console, *,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
@@ -340,7 +258,6 @@ class DPDRun(DQNRun):
         self.learners = [build_dqn(cfg, self.info, cfg.seed * 2 + i, device, cls=DPDDQN) for i in range(2)]
         for i, learner in enumerate(self.learners):
             learner.setup_dpd(self.learners[1 - i], cfg.dpd, cfg.dqn.n_timesteps)
-        self.best = [-math.inf, -math.inf]
 
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
         self._learn(epoch, min(epoch * self.cfg.dpd.round_steps, self.cfg.dqn.n_timesteps), steps)
@@ -351,51 +268,17 @@ class DPDRun(DQNRun):
                             **{f"learner{i}_{k}": v for k, v in learner.pop_dpd_stats().items()}})
         return metrics
 
-    def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for i, learner in enumerate(self.learners):
-            summary = self._score(learner.policy.q_net, self.cfg.eval.episodes_per_round, seed=10_000 + epoch)
-            if summary["mean"] > self.best[i]:
-                self.best[i] = summary["mean"]
-                if self.is_main:
-                    checkpoint = qnetwork_checkpoint(export_qnetwork(learner, self.info, self.spec), self.info,
-                                                     learner=i, timesteps=int(learner.num_timesteps),
-                                                     eval_score=self.best[i])
-                    self.folder.save_checkpoint(checkpoint, f"learner{i}_best")
-            out.update({f"learner{i}_score_mean": summary["mean"], f"learner{i}_score_std": summary["std"],
-                        f"learner{i}_best_score": self.best[i]})
-        out["eval_score_mean"] = (out["learner0_score_mean"] + out["learner1_score_mean"]) / 2
-        out["time"] = self._time()
-        return out
+    def _round_score(self, learner: Any, episodes: int, seed: int) -> dict[str, float]:
+        return self._score(learner.policy.q_net, episodes, seed)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "learner_best": list(self.best)}
+    def _save_best(self, i: int, learner: Any) -> None:
+        checkpoint = qnetwork_checkpoint(export_qnetwork(learner, self.info, self.spec), self.info, learner=i,
+                                         timesteps=int(learner.num_timesteps), eval_score=self.best[i])
+        self.folder.save_checkpoint(checkpoint, f"learner{i}_best")
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.best = [float(v) for v in state["learner_best"]]
-
-    def epoch_line(self, metrics: dict[str, Any]) -> str | None:
-        if not self.cfg.runtime.progress:
-            return None
-        return (f"round {metrics['epoch']} | steps {metrics['learner0_timesteps']:,} | learner0 "
-                f"{metrics['learner0_score_mean']:.2f} | learner1 {metrics['learner1_score_mean']:.2f}")
-
-    def summary(self, history: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
-        cfg = self.cfg
-        train_time = self._time()
-        finals = [self._final_score(f"learner{i}_best") for i in range(2)]
-        result: dict[str, Any] = {"kind": "rl_dpd", "name": cfg.name, "seed": cfg.seed, "suite": self.info.suite,
-                                  "game": self.info.game, "method": "dpd" if cfg.dpd.enabled else "alone",
-                                  "params": count_parameters(self.learners[0].policy.q_net), "rounds": len(history),
-                                  "n_timesteps": cfg.dqn.n_timesteps, "train_time": train_time,
-                                  "wall_time_this_session": wall_time}
-        for i, final in enumerate(finals):
-            result[f"learner{i}_score_mean"], result[f"learner{i}_score_std"] = final["mean"], final["std"]
-        result["score_mean"] = (finals[0]["mean"] + finals[1]["mean"]) / 2
-        result["score_best_learner"] = max(finals[0]["mean"], finals[1]["mean"])
-        result["episodes"] = finals[0]["episodes"]
-        return result
+    def _summary_fields(self) -> dict[str, Any]:
+        return {"algo": "dqn", "params": count_parameters(self.learners[0].policy.q_net),
+                "n_timesteps": self.cfg.dqn.n_timesteps}
 
 
 def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = None, *, resume: bool = False,
@@ -412,5 +295,4 @@ def run_dpd(cfg: DPDConfig, overwrite: bool = False, console: Console | None = N
     return result
 
 
-__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "fit_run", "learn_round", "run_dpd",
-           "train_teacher"]
+__all__ = ["DPDDQN", "DPDRun", "RoundDQN", "TeacherRun", "build_dqn", "run_dpd", "train_teacher"]

@@ -4,9 +4,9 @@ Schulman et al. 2017 (PPO), Haarnoja et al. 2018 (SAC), Fujimoto et al. 2018 (TD
 learning ("MlpPolicy", `sb3.net_arch`, any other constructor argument under `sb3.hyperparams`); `sb3.normalize`
 wraps the environment in SB3's `VecNormalize` (observations, and rewards for PPO), as RL-Zoo's `normalize: true`.
 
-The run is a kind of `socratic.engine.run.Run` (`SB3TeacherRun`), like the DQN `TeacherRun`: epoch k trains up to
+The run is a `socratic.rl.sb3_run.SB3Run` (`SB3TeacherRun`), like the DQN `TeacherRun`: epoch k trains up to
 k x `eval.every_steps` environment steps (PPO: a multiple of its rollout, `n_steps`), starting from an
-environment reset seeded by (run seed, epoch) (`socratic.rl.sb3_state.begin_round`), then plays `eval.episodes`
+environment reset seeded by (run seed, epoch) (`socratic.rl.sb3_run.learn_round`), then plays `eval.episodes`
 greedy (mean-action) episodes on held-out seeds. The best network is `checkpoints/best.zip` (SB3's file, with
 `checkpoints/best/vecnormalize.pkl` when normalised: the RL-Zoo layout `rl distill` reads); `last.zip` is written
 at the end. `last.pt` holds the whole learner as weights-only data (`learner_state`): policy, optimisers, entropy
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,14 @@ import torch
 from rich.console import Console
 
 from socratic.config import ConfigError
-from socratic.engine.run import (EpochCallback, NonFiniteLossError, Run, RunFolder, StepCallback, StepProgress,
-                                 check_output_writable)
-from socratic.engine.runtime import setup_run
+from socratic.engine.run import EpochCallback, RunFolder, StepCallback, StepProgress
 from socratic.rl.config import TrainTeacherConfig
-from socratic.rl.distill import plot_learning_curve, rl_run_folder
+from socratic.rl.distill import plot_learning_curve
 from socratic.rl.envs import EnvInfo, env_info, make_env, make_vec_env
 from socratic.rl.observations import NormalizeObservations
 from socratic.rl.rollout import play_episodes, score_summary
-from socratic.rl.sb3_state import (begin_round, cpu_copy, learner_state, load_learner_state, round_seed, save_sb3_zip,
-                                   vecnormalize_of)
+from socratic.rl.sb3_run import SB3Run, fit_run
+from socratic.rl.sb3_state import cpu_copy, save_sb3_zip, vecnormalize_of
 from socratic.rl.teachers import SB3PolicyTeacher, policy_parameters
 
 FAMILIES = {"ppo": "actor_critic", "sac": "sac", "td3": "td3"}
@@ -106,20 +103,8 @@ def save_model(model: Any, zip_path: Path) -> None:
         os.replace(tmp, folder / "vecnormalize.pkl")
 
 
-def _step_bar(steps: StepProgress) -> Any:
-    """An SB3 callback advancing the skeleton's step bar (and its step callbacks) every environment step."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class StepBar(BaseCallback):
-        def _on_step(self) -> bool:
-            steps.step(count=1)
-            return True
-
-    return StepBar()
-
-
 # ----------------------------------------------------------------------------------------------- the run
-class SB3TeacherRun(Run):
+class SB3TeacherRun(SB3Run):
     """`socratic rl train-teacher` with algo ppo, sac or td3 (see the module docstring)."""
 
     score_key = "eval_score_mean"
@@ -127,32 +112,20 @@ class SB3TeacherRun(Run):
 
     def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console, *,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        super().__init__(folder, epochs=math.ceil(cfg.sb3.n_timesteps / cfg.eval.every_steps), device=device,
-                         progress=cfg.runtime.progress, tensorboard=cfg.runtime.tensorboard, console=console,
+        self.learning_rate_hint = "a sb3.hyperparams.learning_rate"
+        super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.sb3.n_timesteps / cfg.eval.every_steps),
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
-        self.cfg = cfg
-        self.info = env_info(cfg.env.suite, cfg.env.game)
+        self.network = f"{cfg.algo.upper()} policy"
         self.model = build_learner(cfg, self.info, device)
+        self.learners = [self.model]
         self.eval_envs = make_vec_env(self.info.suite, self.info.game, cfg.env.eval_num_envs,
                                       cfg.env.max_episode_steps, cfg.env.asynchronous)
-        self.elapsed, self._session = 0.0, time.perf_counter()
-
-    def _time(self) -> float:
-        return self.elapsed + time.perf_counter() - self._session
 
     def _score(self, teacher: torch.nn.Module, episodes: int, seed: int) -> dict[str, float]:
         return score_summary(play_episodes(teacher, self.eval_envs, episodes, seed=seed, device=self.device))
 
     def train_epoch(self, epoch: int, steps: StepProgress) -> dict[str, Any]:
-        until = min(epoch * self.cfg.eval.every_steps, self.cfg.sb3.n_timesteps)
-        start = self.model.num_timesteps
-        steps.start(max(until - start, 0), unit="env steps")
-        if until > start:
-            begin_round(self.model, round_seed(self.cfg.seed, 0, epoch))
-            self.model.learn(total_timesteps=until - start, reset_num_timesteps=False, callback=_step_bar(steps))
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters()):
-            raise NonFiniteLossError(f"round {epoch}: the {self.cfg.algo.upper()} policy has non-finite weights; "
-                                     "stopped.")
+        self._learn(epoch, min(epoch * self.cfg.eval.every_steps, self.cfg.sb3.n_timesteps), steps)
         return {"timesteps": int(self.model.num_timesteps)}
 
     def evaluate(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -167,13 +140,6 @@ class SB3TeacherRun(Run):
     def _meta(self, **extra: Any) -> dict[str, Any]:
         return {"kind": "rl_sb3_teacher", "algo": self.cfg.algo, "suite": self.info.suite, "game": self.info.game,
                 "env_id": self.info.env_id, "timesteps": int(self.model.num_timesteps), **extra}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"learner": learner_state(self.model), "elapsed": self._time()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_learner_state(self.model, state["learner"])
-        self.elapsed, self._session = float(state["elapsed"]), time.perf_counter()
 
     def epoch_line(self, metrics: dict[str, Any]) -> str | None:
         if not self.cfg.runtime.progress:
@@ -198,10 +164,6 @@ class SB3TeacherRun(Run):
                 "last_score_mean": last["mean"], "last_score_std": last["std"], "episodes": final["episodes"],
                 "train_time": train_time, "wall_time_this_session": wall_time}
 
-    def close(self) -> None:
-        self.eval_envs.close()
-        self.model.env.close()
-
 
 def check_sb3_teacher_config(cfg: TrainTeacherConfig, info: EnvInfo) -> None:
     """What needs the environment: continuous actions, and PPO rounds that are whole rollouts."""
@@ -221,21 +183,14 @@ def train_sb3_teacher(cfg: TrainTeacherConfig, overwrite: bool = False, console:
                       step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()
                       ) -> dict[str, Any]:
     """Train a PPO / SAC / TD3 teacher (a resumable run, see `SB3TeacherRun`); returns summary.json's content."""
-    check_output_writable(cfg.output_dir)
     info = env_info(cfg.env.suite, cfg.env.game)
     check_sb3_teacher_config(cfg, info)
-    folder = rl_run_folder(cfg, resume=resume, overwrite=overwrite, accept_config_changes=accept_config_changes)
-    folder.check()
-    device = setup_run(cfg.seed, cfg.runtime.device, cfg.runtime.num_threads, cfg.runtime.deterministic)
-    run = SB3TeacherRun(cfg, folder, device, console or Console(stderr=True), step_callbacks=step_callbacks,
-                        epoch_callbacks=epoch_callbacks)
-    try:
-        result = run.fit()
-    finally:
-        run.close()
+    run, result = fit_run(SB3TeacherRun, cfg, overwrite, console, resume, accept_config_changes, step_callbacks,
+                          epoch_callbacks)
     if cfg.runtime.plot:
         plot_learning_curve(run.run_dir, [("eval_score_mean", f"{cfg.algo.upper()} (mean action)")],
-                            x_key="timesteps", title=f"{info.game}: {cfg.algo.upper()} teacher ({result['params']:,} params)")
+                            x_key="timesteps",
+                            title=f"{info.game}: {cfg.algo.upper()} teacher ({result['params']:,} params)")
     return result
 
 
