@@ -221,6 +221,7 @@ def test_a_run_killed_by_sigkill_resumes_bit_for_bit(command: str, tmp_path: Pat
             break
         time.sleep(0.01)
     assert process.poll() is None, process.stderr.read().decode()[-2000:]  # still running: kill it mid-run
+    assert last.is_file(), "round 1 wrote no last.pt within 120 s"
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stderr.close()
