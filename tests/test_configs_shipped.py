@@ -52,12 +52,12 @@ def test_rl_config_is_valid(path: Path) -> None:
     load_rl_config(kind, path)
 
 
-def test_configs_of_one_dataset_have_distinct_run_names() -> None:
-    """Two configs with one name would write the same run folder (<output_dir>/<name>/seed<seed>)."""
-    root = Path(__file__).resolve().parent.parent / "configs"
+def test_configs_have_distinct_run_folders() -> None:
+    """Two configs with one output_dir and name would write the same run folder (<output_dir>/<name>/seed<seed>)."""
     seen: dict[tuple[str, str], Path] = {}
     for path in CONFIGS:
-        key = (path.relative_to(root).parts[0], load_config(path).name)  # (dataset folder, run name)
-        assert key not in seen, f"{path} and {seen[key]} both name their runs {key[1]!r}"
+        config = load_config(path)
+        key = (config.output_dir, config.name)
+        assert key not in seen, f"{path} and {seen[key]} both write their runs to {key[0]}/{key[1]}"
         seen[key] = path
     assert len(seen) == len(CONFIGS)

@@ -89,7 +89,7 @@ def test_the_wheel_installs_offline_and_runs(tmp_path: Path) -> None:
     _run([socratic, "train", "student_resnet8.yaml", "data.name=imagefolder", f"data.root={tmp_path / 'images'}",
           f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=4", "optim.epochs=1", "runtime.progress=false",
           "runtime.num_threads=1", f"output_dir={tmp_path / 'runs'}"], work, env)
-    summary = json.loads((tmp_path / "runs" / "student_resnet8" / "seed0" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs" / "fashion_mnist_student_resnet8" / "seed0" / "summary.json").read_text())
     assert summary["epochs"] == 1 and 0.0 <= summary["best_top1"] <= 100.0
 
 
