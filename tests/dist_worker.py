@@ -1,8 +1,9 @@
 """Started by tests/test_distributed.py as `torchrun --nproc_per_node 2 tests/dist_worker.py SPEC.json`.
 
 Each rank runs, in order: the parity run through the CLI (`socratic train`), a run killed after epoch 1's
-checkpoint plus its --resume, a KD + Disagreement Augmentation run recording every DA coin flip, and the
-all_reduce_mean / broadcast_module helpers; it writes what it saw to <out>/rank<R>.json.
+checkpoint plus its --resume, a KD + Disagreement Augmentation run recording every DA coin flip, the SyncBatchNorm
+error, KD runs without, recording and replaying the teacher-output cache, and the all_reduce_mean /
+broadcast_module helpers; it writes what it saw to <out>/rank<R>.json.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def run() -> None:
     except ConfigError as err:
         seen["sync_bn_error"] = str(err)
 
-    # 5. helpers for learned modules updated outside the optimizer
+    # 5. the teacher-output cache: a KD run without it, one recording it and one replaying it (each rank its shard)
+    kd = spec["kd_cache"]
+    run_experiment(config_from_dict({**kd, "name": "kd_live"}))
+    for name in ("kd_record", "kd_replay"):
+        run_experiment(config_from_dict({**kd, "name": name, "teacher_cache": {"enabled": True,
+                                                                              "dir": str(out / "teacher_cache")}}))
+
+    # 6. helpers for learned modules updated outside the optimizer
     with distributed.session("cpu"):
         layer = torch.nn.Linear(3, 2)
         with torch.no_grad():

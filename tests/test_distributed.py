@@ -1,4 +1,5 @@
-"""torchrun on CPU (gloo, 2 processes): parity with one process, resume, DA coin flips, rank helpers.
+"""torchrun on CPU (gloo, 2 processes): parity with one process, resume, DA coin flips, the teacher cache, rank
+helpers.
 
 One torchrun launch (tests/dist_worker.py) does every distributed run; the single-process reference runs
 here. TensorLoader gives rank r the r-th contiguous half of each epoch's permutation, so the 1-process
@@ -61,7 +62,9 @@ def torchrun_out(tiny_fashion: Path, tmp_path_factory: pytest.TempPathFactory) -
           "optim": {**parity["optim"], "epochs": 1},
           "da": {"enabled": True, "prob": 0.5, "steps": 1}}
     spec = out / "spec.json"
-    spec.write_text(json.dumps({"out": str(out), "parity": parity, "da": da}))
+    kd_cache = {key: value for key, value in da.items() if key != "da"}
+    kd_cache["optim"] = {**da["optim"], "epochs": 2}
+    spec.write_text(json.dumps({"out": str(out), "parity": parity, "da": da, "kd_cache": kd_cache}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(WORKER), str(spec)]
@@ -137,6 +140,15 @@ def test_resume_under_torchrun_reaches_the_uninterrupted_result(torchrun_out: Pa
            [m["train_loss"] for m in read_metrics(resumed / "metrics.jsonl")]
     ranks = _ranks(torchrun_out)
     assert ranks[0]["resumed"] == ranks[1]["resumed"]  # every rank returns rank 0's summary
+
+
+def test_the_teacher_cache_under_torchrun_replays_each_rank_exactly(torchrun_out: Path) -> None:
+    runs = torchrun_out / "runs"
+    live, record, replay = (_weights(runs / name / "seed3") for name in ("kd_live", "kd_record", "kd_replay"))
+    assert all(torch.equal(live[k], record[k]) and torch.equal(live[k], replay[k]) for k in live)
+    assert [m["teacher_cache_replayed"] for m in read_metrics(runs / "kd_record" / "seed3" / "metrics.jsonl")] == [0, 0]
+    assert [m["teacher_cache_replayed"] for m in read_metrics(runs / "kd_replay" / "seed3" / "metrics.jsonl")] == [1, 1]
+    assert len([p for p in (torchrun_out / "teacher_cache").iterdir() if p.is_dir()]) == 2  # one entry per rank
 
 
 def test_disagreement_augmentation_coin_flips_agree_across_ranks(torchrun_out: Path) -> None:
