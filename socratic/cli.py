@@ -440,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pruner", default=None, choices=["hyperband", "successive_halving", "median", "none"],
                         help="default: the space file's, else hyperband over optim.epochs")
     search.add_argument("--sampler-seed", type=int, default=None,
-                        help="sampler seed (for one worker: workers started together with the same seed would sample the "
-                             "same points); a worker joining a study with N trials uses seed + N")
+                        help="sampler seed (for one worker: workers started together with the same seed would "
+                             "sample the same points); a worker joining a study with N trials uses seed + N")
     search.add_argument("--heartbeat", type=int, default=60,
                         help="seconds between a running trial's heartbeats; a trial silent for --grace-period is "
                              "failed and re-queued (0 = off; default 60)")

@@ -31,7 +31,8 @@ def demo_configs(output_dir: str, epochs: int, train_subset: float) -> list[dict
     return [
         {"name": "teacher", "student": {"name": TEACHER}, "method": {"name": "ce"}, **common},
         {"name": "student", "student": {"name": STUDENT}, "method": {"name": "ce"}, **common},
-        {"name": "student_kd", "student": {"name": STUDENT}, "teachers": [{"name": TEACHER, "checkpoint": teacher_ckpt}],
+        {"name": "student_kd", "student": {"name": STUDENT},
+         "teachers": [{"name": TEACHER, "checkpoint": teacher_ckpt}],
          "method": {"name": "kd", "temperature": 4.0, "ce_weight": 0.1, "kd_weight": 0.9}, **common},
     ]
 

@@ -201,15 +201,16 @@ def baseline_header(rows: list[dict[str, Any]], baseline: str | None) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
-    header = ("| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) | train time (s) "
-              "| s / epoch | peak memory (MB) |" + baseline_header(rows, baseline))
+    header = ("| name | method | teachers | student | dataset | seeds | best top-1 (%) | last top-1 (%) "
+              "| train time (s) | s / epoch | peak memory (MB) |" + baseline_header(rows, baseline))
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['method']} | {r['teachers']} | {r['student']} | {r['dataset']} | {r['seeds']} | "
             f"{mean_std_cell(r['best_top1_mean'], r['best_top1_std'])} | "
             f"{mean_std_cell(r['last_top1_mean'], r['last_top1_std'])} | "
-            f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | {_number(r['peak_memory_mb_mean'], '.0f')} |"
+            f"{r['train_time_mean']:.0f} | {_number(r['epoch_time_mean'], '.1f')} | "
+            f"{_number(r['peak_memory_mb_mean'], '.0f')} |"
             + baseline_columns(r, "best_top1_values")
         )
     return "\n".join(lines) + "\n"

@@ -201,7 +201,8 @@ class DisagreementAugmentation:
                  temperature: float = DAConfig.temperature, clamp: Sequence[float] | None = None,
                  target: str | int = DAConfig.target, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 after_every: int = DAConfig.after_every, teacher_weights: Callable[[Tensor], Tensor | None] | None = None,
+                 after_every: int = DAConfig.after_every,
+                 teacher_weights: Callable[[Tensor], Tensor | None] | None = None,
                  select: float = DAConfig.select, select_by: str = DAConfig.select_by) -> None:
         clamp = list(clamp) if isinstance(clamp, (list, tuple)) else clamp
         DAConfig(steps=steps, lr=lr, prob=prob, objective=objective, optimizer=optimizer, temperature=temperature,

@@ -26,6 +26,6 @@ from socratic.config.schema import (
 
 __all__ = [
     "ConfigError", "DAConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "OptimConfig", "RuntimeConfig",
-    "SearchConfig", "apply_overrides", "build_component", "build_dataclass", "component", "config_from_dict", "config_to_dict",
-    "load_config", "migrate_legacy", "resolve_saved", "save_config", "validate",
+    "SearchConfig", "apply_overrides", "build_component", "build_dataclass", "component", "config_from_dict",
+    "config_to_dict", "load_config", "migrate_legacy", "resolve_saved", "save_config", "validate",
 ]

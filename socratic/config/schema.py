@@ -100,7 +100,8 @@ class RuntimeConfig:
             index = int(match.group(2) or 0)
             if index >= torch.cuda.device_count():
                 raise ValueError(f"{prefix}.device: '{self.device}' but this machine has "
-                                 f"{torch.cuda.device_count()} CUDA device(s): use cuda:0..{torch.cuda.device_count() - 1}")
+                                 f"{torch.cuda.device_count()} CUDA device(s): "
+                                 f"use cuda:0..{torch.cuda.device_count() - 1}")
         elif not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
             raise ValueError(f"{prefix}.device: 'mps' but Apple's MPS backend is not available here; use auto or cpu")
 

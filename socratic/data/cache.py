@@ -4,9 +4,9 @@ Decoding 50k JPEGs takes tens of seconds; loading the same pixels from a `torch.
 fraction of one. An entry is identified by the dataset name, split, resolved source folder,
 the name, size + mtime of every source file, and whatever else the loader says changes the result (`extra`:
 an image folder's class list, whether unreadable files are skipped), so editing, adding or replacing a file,
-or adding an empty class folder, makes a new entry instead of silently serving stale data. Entries are written atomically (temporary file in the
-same folder, then `os.replace`), so concurrent ranks or an interrupted run never leave a
-half-written file under the final name; a file that still fails to load is deleted and rebuilt.
+or adding an empty class folder, makes a new entry instead of silently serving stale data. Entries are written
+atomically (temporary file in the same folder, then `os.replace`), so concurrent ranks or an interrupted run never
+leave a half-written file under the final name; a file that still fails to load is deleted and rebuilt.
 """
 
 from __future__ import annotations

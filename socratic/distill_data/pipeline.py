@@ -61,8 +61,8 @@ def _experts(cfg: MKDTConfig, config_path: str) -> list[Path]:
     summary = require_file(cfg, "experts", "summary.json", "experts", config_path)
     files = expert_files(summary.parent)
     if not files:
-        raise MissingStageError(f"{summary.parent / 'experts'} has no expert_*.pt: run `{command('experts', config_path)}`"
-                                " --overwrite")
+        raise MissingStageError(f"{summary.parent / 'experts'} has no expert_*.pt: "
+                                f"run `{command('experts', config_path)}` --overwrite")
     return files
 
 

@@ -48,7 +48,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a dict (a state dict or a socratic checkpoint), got {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a dict (a state dict or a socratic checkpoint), "
+                              f"got {type(state).__name__}")
     return state
 
 

@@ -1,4 +1,5 @@
-"""The optimiser (SGD, Adam, RMSProp) and per-epoch learning-rate schedules (multistep, cosine, constant, with linear warm-up)."""
+"""The optimiser (SGD, Adam, RMSProp) and per-epoch learning-rate schedules (multistep, cosine, constant, with
+linear warm-up)."""
 
 from __future__ import annotations
 

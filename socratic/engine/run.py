@@ -20,10 +20,10 @@ API
     a fresh run (no ``config.yaml``) or ``overwrite`` builds the folder beside it and renames it into place
     (atomic: a run folder always has its ``config.yaml``); ``resume`` needs ``checkpoints/last.pt`` and the
     same config as the saved one for every key that affects numerics (all but `ignore`; a changed key is
-    named as ``key: old -> new``; `read_saved` brings a saved config of an older layout into today's) unless ``accept_config_changes``, which rewrites ``config.yaml`` and
-    appends the change to ``config_changes.jsonl``; orphaned ``.*.tmp`` files of an interrupted checkpoint
-    write are removed. ``close()`` releases the lock. ``check()`` makes the same checks without the lock or any
-    write: call it before loading data to fail fast.
+    named as ``key: old -> new``; `read_saved` brings a saved config of an older layout into today's) unless
+    ``accept_config_changes``, which rewrites ``config.yaml`` and appends the change to ``config_changes.jsonl``;
+    orphaned ``.*.tmp`` files of an interrupted checkpoint write are removed. ``close()`` releases the lock.
+    ``check()`` makes the same checks without the lock or any write: call it before loading data to fail fast.
     Files: ``config_path``, ``metrics_path`` (+ ``tb/``), ``last_path``, ``best_path``, ``summary_path``;
     ``save_checkpoint(state, "last" | "best")`` (atomic; a full disk is a `DiskFullError` naming the
     checkpoint to resume from), ``load_checkpoint("last" | "best", map_location)`` (``weights_only``),
@@ -37,9 +37,10 @@ API
     run, e.g. optuna.TrialPruned; the folder keeps the epochs done). At the end ``summary(history,
     wall_time)`` goes to ``summary.json``. TensorBoard (``tb/``) gets every epoch metric under a grouped tag
     (``train/…``, ``val/…``, ``da/…``; `engine.logger.tensorboard_tag`), ``train/step_loss`` after each step
-    and the config as hyperparameters, all on the global-step axis (``global_step`` is kept in ``last.pt``). A rich progress bar (epochs and steps, ETA, running loss) is shown
-    when ``progress``. A `NonFiniteLossError` raised by the kind is re-raised with the last good checkpoint
-    named (or, when there is none, the empty run folder removed).
+    and the config as hyperparameters, all on the global-step axis (``global_step`` is kept in ``last.pt``).
+    A rich progress bar (epochs and steps, ETA, running loss) is shown when ``progress``. A `NonFiniteLossError`
+    raised by the kind is re-raised with the last good checkpoint named (or, when there is none, the empty run
+    folder removed).
     ``last.pt`` holds the kind's ``state_dict()`` plus the skeleton's ``epoch``, ``rng``
     (`engine.runtime.rng_state`: torch, CUDA, NumPy's and Python's global generators), ``best`` and
     ``resolved`` (`Run.resolved()`: settings as this machine resolved them -- the device type, and for

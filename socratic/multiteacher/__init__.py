@@ -26,6 +26,6 @@ from socratic.multiteacher.strategies import (
 __all__ = [
     "AverageStrategy", "BatchView", "ConfidenceStrategy", "EntropyStrategy", "FeatureRegressor",
     "GradientSpaceStrategy", "MTKDAgent", "MTKDRLStrategy", "MultiTeacherDistiller", "TeacherPool",
-    "WeightingStrategy", "AgentOptions", "MultiTeacherOptions", "average_weights", "check_class_counts", "confidence_weights",
-    "divergence_weights", "entropy_weights", "gradient_space_weights", "head_logits",
+    "WeightingStrategy", "AgentOptions", "MultiTeacherOptions", "average_weights", "check_class_counts",
+    "confidence_weights", "divergence_weights", "entropy_weights", "gradient_space_weights", "head_logits",
 ]

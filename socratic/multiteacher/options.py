@@ -23,12 +23,15 @@ class AgentOptions(Options):
     Recognition", AAAI 2025); defaults follow the paper, the reference code's choices are selectable."""
 
     name: str = "agent"
-    layout: str = "per_teacher"  # per_teacher (paper: one MLP per teacher) | shared (reference: one MLP over all states)
+    layout: str = "per_teacher"  # per_teacher (paper: one MLP per teacher)
+    #                              | shared (reference: one MLP over all states)
     hidden: int = 128  # hidden width of the agent MLP(s)
     lr: float = 0.1  # agent learning rate (reference: SGD 0.1, constant)
     optimizer: str = "sgd"  # sgd (no momentum, as the reference) | adam
-    combine: str = "mean"  # mean of agent, confidence and divergence weights | dynamic (learned mix) | none (agent only)
-    reward: str = "paper"  # paper (Eq. 5 + Eq. 7) | paper_literal (Eq. 7 as printed) | reference (z-score, clamp [0, 1])
+    combine: str = "mean"  # mean of agent, confidence and divergence weights | dynamic (learned mix)
+    #                        | none (agent only)
+    reward: str = "paper"  # paper (Eq. 5 + Eq. 7) | paper_literal (Eq. 7 as printed)
+    #                        | reference (z-score, clamp [0, 1])
     update: str = "paper"  # paper (Eq. 6: ascent on R * w) | reference (reward-weighted BCE of w towards 1)
     update_every: int = 0  # also update after every N student batches (reference: 1000); 0 = only at epoch ends
     warmup_epochs: int = 1  # Algorithm 1: epochs with all weights 1 before the agent acts (then pre-trained on them)
@@ -55,7 +58,8 @@ class MultiTeacherOptions(Options):
     feature_layer: int = -1  # index into Features.stages of student and teachers (-1 = the last stage)
     reference_scale: bool = True  # ebkd/camkd: divide their weighted sums by M, as their reference code does
     entropy_temperature: float = 1.0  # ebkd: softmax temperature of the teacher entropies
-    camkd_feature_weights: str = "confidence"  # camkd feature term: confidence (CE of r_m(F_S) through T_m's head) | equal
+    camkd_feature_weights: str = "confidence"  # camkd feature term: confidence (CE of r_m(F_S) through T_m's head)
+    #                                            | equal
     aekd_c: float = 0.6  # aekd: upper bound C of each teacher weight (nu = 1 / (C * M))
     aekd_normalize: bool = False  # aekd: L2-normalise the gradients before the SVM (reference --svm_norm)
     aekd_features: str = "gradient"  # aekd feature term: gradient (same rule on the feature gradients) | equal

@@ -134,8 +134,9 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
 
     evaluate = rl_sub.add_parser("evaluate", help="greedy score of a Q-network or policy checkpoint over N episodes",
                                  description="Play N episodes greedily and print mean ± std of the score.")
-    evaluate.add_argument("checkpoint", help="a .pt written by socratic rl (knows its game), an SB3 .zip or an RL-Zoo "
-                                             "/ Hugging Face folder (read without unpickling; needs --suite and --game)")
+    evaluate.add_argument("checkpoint",
+                          help="a .pt written by socratic rl (knows its game), an SB3 .zip or an RL-Zoo "
+                               "/ Hugging Face folder (read without unpickling; needs --suite and --game)")
     evaluate.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     evaluate.add_argument("--suite", default=None,
                           help="a registered game suite, e.g. minatar or atari (default: from the checkpoint)")
@@ -156,7 +157,8 @@ def add_rl_parser(sub: Any) -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run folders, or folders to search for them")
     report.add_argument("--csv", default=None, help="also write the table as CSV to this file")
     report.add_argument("--baseline", default=None,
-                        help="name of a run group: add per-seed scores, the difference of means and Welch's t against it")
+                        help="name of a run group: add per-seed scores, the difference of means and Welch's t "
+                             "against it")
     report.set_defaults(func=cmd_report)
     return rl
 

@@ -362,7 +362,8 @@ def _check_dqn(dqn: DQNConfig) -> None:
     if not 0 < dqn.gamma <= 1:
         raise ConfigError(f"dqn.gamma must be in (0, 1], got {dqn.gamma}")
     if dqn.gradient_steps == 0 or dqn.gradient_steps < -1:
-        raise ConfigError(f"dqn.gradient_steps must be > 0 or -1 (as many as environment steps), got {dqn.gradient_steps}")
+        raise ConfigError(f"dqn.gradient_steps must be > 0 or -1 (as many as environment steps), "
+                          f"got {dqn.gradient_steps}")
     for key in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
         _check_prob(f"dqn.{key}", getattr(dqn, key))
 
@@ -549,8 +550,8 @@ def save_rl_config(config: Any, path: str | Path) -> None:
 __all__ = [
     "CollectConfig", "DDPGConfig", "DPDConfig", "DPDEvalConfig", "DPDSettings", "DPD_DEFAULTS", "DQNConfig",
     "PPOConfig", "DistillConfig", "EnvConfig",
-    "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig", "RLSearchConfig",
-    "SB3TeacherConfig", "TEACHER_TRAIN_ALGOS", "TeacherEvalConfig",
+    "LossConfig", "NetConfig", "RLDAConfig", "RLRunConfig", "RLEvalConfig", "RLOptimConfig", "RLRuntimeConfig",
+    "RLSearchConfig", "SB3TeacherConfig", "TEACHER_TRAIN_ALGOS", "TeacherEvalConfig",
     "TeacherSourceConfig", "TrainTeacherConfig", "load_rl_config", "rl_config_from_dict", "rl_config_to_dict",
     "resolve_dpd", "save_rl_config", "validate_rl",
 ]

@@ -159,7 +159,8 @@ class PolicyDistillation:
         states, q_values, stats = self.collector.collect(self.states_per_epoch,
                                                          on_store=steps.advance if steps is not None else None)
         self.buffer.add(states, q_values)
-        return {**stats.as_metrics(), "buffer_states": float(len(self.buffer)), "time_collect": time.perf_counter() - start}
+        return {**stats.as_metrics(), "buffer_states": float(len(self.buffer)),
+                "time_collect": time.perf_counter() - start}
 
     def rebuild_buffer(self, epoch: int, state: dict[str, int]) -> None:
         """Refill the (empty) buffer as it stood after `epoch` by replaying the collections of the epochs whose
@@ -176,7 +177,8 @@ class PolicyDistillation:
             raise ConfigError(f"cannot rebuild the state buffer of epoch {epoch} by replaying its collection ({err}): "
                               "collect.states_per_epoch and collect.buffer_size must stay as the run had them") from err
 
-    def train_step(self, states: torch.Tensor, targets: torch.Tensor, where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, states: torch.Tensor, targets: torch.Tensor,
+                   where: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a minibatch; returns the loss (detached) and, per state, whether the student's
         greedy action equals the teacher's (continuous actions: the mean absolute difference of their mean
         actions). `where` (e.g. "epoch 3, step 7") goes into a NaN stop's message."""
@@ -298,7 +300,8 @@ def plot_learning_curve(run_dir: Path, series: list[tuple[str, str]] | None = No
     ax.set_title(title)
     if has_loss:
         ax = axes[0, 1]
-        ax.plot([m[x_key] for m in history if "train_loss" in m], [m["train_loss"] for m in history if "train_loss" in m])
+        ax.plot([m[x_key] for m in history if "train_loss" in m],
+                [m["train_loss"] for m in history if "train_loss" in m])
         ax.set_yscale("log")
         ax.set_xlabel(x_key)
         ax.set_ylabel("distillation loss")
@@ -482,5 +485,5 @@ def run_distillation(cfg: DistillConfig, overwrite: bool = False, console: Conso
         eval_envs.close()
 
 
-__all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_policy_student", "build_qnetwork", "epoch_seed",
-           "plot_learning_curve", "rl_run_folder", "run_distillation"]
+__all__ = ["PolicyDistillation", "PolicyDistillationRun", "build_da", "build_policy_student", "build_qnetwork",
+           "epoch_seed", "plot_learning_curve", "rl_run_folder", "run_distillation"]

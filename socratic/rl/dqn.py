@@ -241,8 +241,8 @@ class DPDDQN(RoundDQN):
     def pop_dpd_stats(self) -> dict[str, float]:
         stats = self.dpd_stats
         n = max(stats["steps"], 1)
-        out = {"dpd_loss": stats["loss"] / n, "dpd_weight_max": stats["weight_max"], "dpd_xi_mean": stats["xi_mean"] / n,
-               "dpd_steps": float(stats["steps"])}
+        out = {"dpd_loss": stats["loss"] / n, "dpd_weight_max": stats["weight_max"],
+               "dpd_xi_mean": stats["xi_mean"] / n, "dpd_steps": float(stats["steps"])}
         self.dpd_stats = {"loss": 0.0, "weight_max": 0.0, "xi_mean": 0.0, "steps": 0}
         return out
 

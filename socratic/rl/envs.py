@@ -5,9 +5,10 @@ A suite (MinAtar, Atari, ...) is one module of `socratic.rl.suites` that registe
 environment is made and wrapped: image suites return uint8 observations shaped (C, H, W), ready for `QNetwork`;
 continuous-control suites float32 vectors and a `Box` action) and its metadata gives the default time limit
 (`max_episode_steps`, agent steps; 0 = the environment's own), the input scale the networks divide by
-(`input_scale`) and the network shape that fits (`arch`: "minatar", "nature" or "mlp"). Every environment gets a `TimeLimit` so a greedy
-policy that stalls cannot make an evaluation endless. Vectorised environments use gymnasium's same-step
-autoreset: the observation returned with `terminated or truncated` is already the first one of the next episode.
+(`input_scale`) and the network shape that fits (`arch`: "minatar", "nature" or "mlp"). Every environment gets a
+`TimeLimit` so a greedy policy that stalls cannot make an evaluation endless. Vectorised environments use
+gymnasium's same-step autoreset: the observation returned with `terminated or truncated` is already the first one
+of the next episode.
 
 The optional packages are imported only when an environment is made, and their absence is a `MissingExtraError`
 that names the `pip install "socratic-kd[...]"` line to run.
@@ -172,7 +173,8 @@ def _env_info(suite: str, name: str) -> EnvInfo:
                   input_scale=float(suite_meta(suite, "input_scale")), arch=suite_meta(suite, "arch"))
     if hasattr(action_space, "n"):
         return EnvInfo(num_actions=int(action_space.n), **common)
-    low, high = np.asarray(obs_space.low, dtype=np.float64).ravel(), np.asarray(obs_space.high, dtype=np.float64).ravel()
+    low, high = (np.asarray(obs_space.low, dtype=np.float64).ravel(),
+                 np.asarray(obs_space.high, dtype=np.float64).ravel())
     bounded = bool(np.isfinite(low).all() and np.isfinite(high).all())
     return EnvInfo(num_actions=0, action_shape=tuple(int(v) for v in action_space.shape),
                    action_low=tuple(float(v) for v in np.ravel(action_space.low)),

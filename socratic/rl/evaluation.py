@@ -1,4 +1,5 @@
-"""`socratic rl evaluate`: greedy (argmax Q, or mean-action) scores of a student or teacher checkpoint over N episodes."""
+"""`socratic rl evaluate`: greedy (argmax Q, or mean-action) scores of a student or teacher checkpoint over N
+episodes."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def evaluate_rl_checkpoint(path: str | Path, *, suite: str | None = None, game: 
     """Mean ± std of the greedy (or epsilon-greedy) score of a Q-network checkpoint.
 
     A socratic checkpoint (.pt written by `rl distill` / `rl train-teacher`) knows its game; a Stable-Baselines3
-    .zip (or an RL-Zoo / Hugging Face folder) needs `suite` and `game`; it is read without unpickling unless `trust_pickle` (trusted files only).
+    .zip (or an RL-Zoo / Hugging Face folder) needs `suite` and `game`; it is read without unpickling unless
+    `trust_pickle` (trusted files only).
     """
     path = Path(path)
     if episodes <= 0 or num_envs <= 0:

@@ -75,7 +75,8 @@ class QNetwork(nn.Module):
                 flat = convs_only(torch.zeros(1, *self.input_shape)).numel()
             except RuntimeError as err:
                 raise ConfigError(f"arch '{arch}' does not fit inputs of shape {self.input_shape} ({err}); "
-                                  f"use 'nature' for 84x84 Atari frames and 'minatar' for 10x10 MinAtar frames") from err
+                                  f"use 'nature' for 84x84 Atari frames "
+                                  f"and 'minatar' for 10x10 MinAtar frames") from err
         self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, self.hidden), nn.ReLU())
         self.head = nn.Linear(self.hidden, self.num_actions)
 

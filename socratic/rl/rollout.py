@@ -214,4 +214,5 @@ def score_summary(scores: np.ndarray) -> dict[str, float]:
             "max": float(np.max(scores)), "episodes": int(len(scores))}
 
 
-__all__ = ["CollectStats", "ContinuousCollector", "TeacherCollector", "greedy_actions", "play_episodes", "score_summary"]
+__all__ = ["CollectStats", "ContinuousCollector", "TeacherCollector", "greedy_actions", "play_episodes",
+           "score_summary"]

@@ -76,7 +76,8 @@ def build_learner(cfg: TrainTeacherConfig, info: EnvInfo, device: torch.device) 
                                           seed=cfg.seed, device=device, verbose=0, **kwargs)
     except (TypeError, ValueError, AssertionError) as err:
         venv.close()
-        raise ConfigError(f"sb3.hyperparams: {cfg.algo.upper()} does not take {dict(cfg.sb3.hyperparams)} ({err})") from err
+        raise ConfigError(f"sb3.hyperparams: {cfg.algo.upper()} does not take "
+                          f"{dict(cfg.sb3.hyperparams)} ({err})") from err
     model.budget = cfg.sb3.n_timesteps
     return model
 
@@ -135,7 +136,8 @@ class SB3TeacherRun(SB3Run):
 
     def best_state(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         save_model(self.model, self.folder.checkpoint_dir / "best.zip")
-        return {"policy": cpu_copy(self.model.policy.state_dict()), "meta": self._meta(eval_score=metrics[self.score_key])}
+        return {"policy": cpu_copy(self.model.policy.state_dict()),
+                "meta": self._meta(eval_score=metrics[self.score_key])}
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
         return {"kind": "rl_sb3_teacher", "algo": self.cfg.algo, "suite": self.info.suite, "game": self.info.game,

@@ -287,7 +287,8 @@ def policy_family(path: Path, data: dict[str, Any]) -> str:
     module = str(policy.get("__module__", "")) if isinstance(policy, dict) else ""
     if module not in POLICY_FAMILIES:
         raise UnreadableZipError(f"{path}: policy class module '{module or 'unknown'}' is not one of the "
-                                 f"Stable-Baselines3 policies socratic can rebuild ({', '.join(sorted(POLICY_FAMILIES))})")
+                                 f"Stable-Baselines3 policies socratic can rebuild "
+                                 f"({', '.join(sorted(POLICY_FAMILIES))})")
     return POLICY_FAMILIES[module]
 
 
@@ -301,7 +302,8 @@ def _number_list(text: Any) -> list[float] | None:
     return [float(t) for t in tokens] if tokens and "..." not in text else None
 
 
-def zip_box_action(path: Path, data: dict[str, Any]) -> tuple[tuple[int, ...], list[float] | None, list[float] | None] | None:
+def zip_box_action(path: Path,
+                   data: dict[str, Any]) -> tuple[tuple[int, ...], list[float] | None, list[float] | None] | None:
     """A Box action space's (shape, low, high) from the readable fields; None for a Discrete one."""
     act = readable(data.get("action_space"))
     if not isinstance(act, dict) or act.get("n") is not None:

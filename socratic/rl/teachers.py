@@ -135,7 +135,8 @@ def _check_fits(path: Path, data: dict[str, Any], info: EnvInfo) -> tuple[nn.Mod
         action_shape, low, high = box
         if action_shape != info.action_shape:
             raise _mismatch(path, "action shape", action_shape, info.action_shape, info)
-        for name, theirs, ours in (("action low bound", low, info.action_low), ("action high bound", high, info.action_high)):
+        for name, theirs, ours in (("action low bound", low, info.action_low),
+                                   ("action high bound", high, info.action_high)):
             if theirs is not None and len(theirs) == len(ours) and any(abs(a - b) > 1e-5 for a, b in zip(theirs, ours)):
                 raise _mismatch(path, name, theirs, list(ours), info)
     else:
@@ -255,7 +256,8 @@ def _unpickling_load(path: Path, spaces: dict[str, Any], family: str, data: dict
     return model.policy
 
 
-def _vecnormalize_adapter(path: Path, info: EnvInfo, teacher_shape: tuple[int, ...] | None) -> tuple[nn.Module | None, ZooFiles]:
+def _vecnormalize_adapter(path: Path, info: EnvInfo,
+                          teacher_shape: tuple[int, ...] | None) -> tuple[nn.Module | None, ZooFiles]:
     files = find_zoo_files(path)
     check_zoo_config(files, info.obs_shape)
     if files.vecnormalize is None:
@@ -429,5 +431,6 @@ def load_teacher(path: str | Path, info: EnvInfo, algo: str = "auto", net_spec: 
     return freeze(net.to(device))
 
 
-__all__ = ["AdaptedQTeacher", "SB3PolicyTeacher", "SCRIPTED_TEACHERS", "SB3QTeacher", "freeze", "load_qnetwork", "policy_parameters", "load_sb3_teacher", "load_teacher",
+__all__ = ["AdaptedQTeacher", "SB3PolicyTeacher", "SCRIPTED_TEACHERS", "SB3QTeacher", "freeze", "load_qnetwork",
+           "policy_parameters", "load_sb3_teacher", "load_teacher",
            "qnetwork_checkpoint", "sb3_to_qnetwork", "zip_algo"]

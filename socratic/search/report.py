@@ -11,7 +11,8 @@ from typing import Any
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """number, state, value (the best per-epoch search.objective), each parameter, epochs reported, seconds, run folder, note."""
+    """number, state, value (the best per-epoch search.objective), each parameter, epochs reported, seconds, run
+    folder, note."""
     keys = sorted({key for trial in study.get_trials(deepcopy=False) for key in trial.params})
     rows = []
     for trial in study.get_trials(deepcopy=False):

@@ -339,7 +339,8 @@ def run_search(config: str | Path, space: str | Path, overrides: list[str] | tup
     """Run one search worker until the study has `n_trials` finished trials (or `timeout` seconds passed).
 
     `sampler`/`pruner`: a name (overriding the space file's) or an Optuna sampler/pruner object. `kind` is the
-    kind of run a trial is (`RUN_KINDS`: train, rl-distill, rl-dpd, dataset-distill); the objective is the config's `search.objective`.
+    kind of run a trial is (`RUN_KINDS`: train, rl-distill, rl-dpd, dataset-distill); the objective is the
+    config's `search.objective`.
     Returns a summary: study name, storage, trial counts, the best trial and the study folder.
     """
     from socratic.engine.distributed import env_info
