@@ -43,6 +43,7 @@ from socratic.engine.run import EpochCallback, RunFolder, StepCallback, StepProg
 from socratic.rl.config import DPDConfig
 from socratic.rl.envs import EnvInfo, make_env
 from socratic.rl.losses import dpd_weights
+from socratic.rl.networks import count_parameters
 from socratic.rl.rollout import score_summary
 from socratic.rl.sb3_run import PeerRun, fit_run
 from socratic.rl.sb3_state import LearnerStateError, cpu_copy, decode_array, encode_array, save_sb3_zip
@@ -306,9 +307,9 @@ class ContinuousDPDRun(PeerRun):
         from stable_baselines3.common.vec_env import DummyVecEnv
 
         self.hyper = getattr(cfg, cfg.dpd.learner)
-        self.learning_rate_hint = f"a {cfg.dpd.learner}.learning_rate or dpd.lr"
         super().__init__(cfg, folder, device, console, epochs=cfg.rounds, step_callbacks=step_callbacks,
                          epoch_callbacks=epoch_callbacks)
+        self.learning_rate_hint = f"a {cfg.dpd.learner}.learning_rate or dpd.lr"
         make = functools.partial(monitored_env, self.info.suite, self.info.game, cfg.env.max_episode_steps)
         self.eval_envs = DummyVecEnv([make] * cfg.env.eval_num_envs)
         self.learners = [build_learner(cfg, self.info, cfg.seed * 2 + i, device) for i in range(2)]
@@ -342,7 +343,7 @@ class ContinuousDPDRun(PeerRun):
         return score_policy(policy, self.eval_envs, self.cfg.eval.final_episodes, seed=1)
 
     def _summary_fields(self) -> dict[str, Any]:
-        return {"algo": self.cfg.dpd.learner, "params": sum(p.numel() for p in self.learners[0].policy.parameters()),
+        return {"algo": self.cfg.dpd.learner, "params": count_parameters(self.learners[0].policy),
                 "n_timesteps": self.hyper.n_timesteps}
 
 

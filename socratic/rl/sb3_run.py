@@ -55,7 +55,7 @@ class SB3Run(Run):
     learners: list[Any]
     eval_envs: Any
     network = "policy"
-    learning_rate_hint = "the learning rate"
+    learning_rate_hint = "a learning rate"
 
     def __init__(self, cfg: Any, folder: RunFolder, device: torch.device, console: Console, *, epochs: int,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:

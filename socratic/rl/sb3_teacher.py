@@ -110,10 +110,10 @@ class SB3TeacherRun(SB3Run):
 
     score_key = "eval_score_mean"
     best_key = "best_eval_score"
+    learning_rate_hint = "a sb3.hyperparams.learning_rate"
 
     def __init__(self, cfg: TrainTeacherConfig, folder: RunFolder, device: torch.device, console: Console, *,
                  step_callbacks: Iterable[StepCallback] = (), epoch_callbacks: Iterable[EpochCallback] = ()) -> None:
-        self.learning_rate_hint = "a sb3.hyperparams.learning_rate"
         super().__init__(cfg, folder, device, console, epochs=math.ceil(cfg.sb3.n_timesteps / cfg.eval.every_steps),
                          step_callbacks=step_callbacks, epoch_callbacks=epoch_callbacks)
         self.network = f"{cfg.algo.upper()} policy"
