@@ -8,8 +8,8 @@ process) for the "s / step", "× KD" and "s / epoch" (79 steps of 128 images) co
 in the CSV only: they were measured beside other jobs, and are lower where a run replayed its teacher's outputs from
 the teacher-output cache (`cache_replayed`).
 `--collect` adds every finished run (`<group>/seed<s>/summary.json`) to `benchmarks/results/method_zoo_runs.csv`
-(one row per group and seed; a row already there is replaced), so the table grows over sessions without the run
-folders. The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget); a KD group
+(one row per group and seed; a row already there is replaced when the run's numbers differ, and keeps its session
+and commit when they do not), so the table grows over sessions without the run folders. The KD, KD + DA and student rows come from `da_table1_resnet20_resnet8.csv` (the same budget); a KD group
 in the CSV (`kd_resnet20_resnet8`, benchmarks/method_zoo.sh kd; `kd_cache_replay_...`, the same replayed from the
 teacher-output cache) must reproduce those seeds' best top-1 exactly, or
 the script refuses. Δ and Welch's t (df, two-sided p) are against da_table1's KD seeds.
@@ -51,12 +51,14 @@ def collect(folders: list[Path], runs: dict[tuple[str, int], dict], session: str
             group = summary.parent.parent.name
             lines = (summary.parent / "metrics.jsonl").read_text().splitlines()
             replayed = [m["teacher_cache_replayed"] for m in map(json.loads, lines) if "teacher_cache_replayed" in m]
-            runs[(group, int(s["seed"]))] = {
-                "group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]),
-                "last_top1": str(s["last_top1"]), "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
-                "peak_memory_mb": f"{s['peak_memory_mb']:.0f}",
-                "cache_replayed": f"{statistics.fmean(replayed):.2f}" if replayed else "",
-                "session": session, "commit": commit}
+            row = {"group": group, "seed": str(s["seed"]), "best_top1": str(s["best_top1"]),
+                   "last_top1": str(s["last_top1"]), "epochs": str(s["epochs"]), "epoch_time": f"{s['epoch_time']:.2f}",
+                   "peak_memory_mb": f"{s['peak_memory_mb']:.0f}",
+                   "cache_replayed": f"{statistics.fmean(replayed):.2f}" if replayed else ""}
+            known = runs.get((group, int(s["seed"])))
+            if known and all(known[k] == v for k, v in row.items()):
+                continue  # collected before: keep the session and commit it ran in
+            runs[(group, int(s["seed"]))] = {**row, "session": session, "commit": commit}
             added += 1
     return added
 
