@@ -2,6 +2,7 @@
 
     python benchmarks/method_zoo_table.py --collect runs/method_zoo --commit $(git rev-parse --short HEAD)
     python benchmarks/method_zoo_table.py                   # the table from the committed runs alone
+    python benchmarks/method_zoo_table.py --da-effect       # each method + DA against the same method without DA
 
 `--speed` takes `benchmarks/method_zoo_speed.py`'s JSON files (each method's training step side by side with KD's in one
 process) for the "s / step", "× KD" and "s / epoch" (79 steps of 128 images) columns. The runs' own epoch times are
@@ -74,12 +75,30 @@ def welch_columns(values: list[float], kd: list[float]) -> str:
     return "n/a" if math.isnan(t) else f"{t:+.2f} (df {df:.1f}, p {p:.3f})"
 
 
+def print_da_effect(groups: dict[str, list[dict]], table1: dict[str, dict]) -> None:
+    """Each method + DA against the same method without DA (KD's pair from da_table1): does DA compose with it?"""
+    seeds = {g: [float(r["best_top1"]) for r in rows] for g, rows in groups.items()}
+    seeds["kd_resnet20_resnet8"] = [float(v) for v in table1["kd_resnet20_resnet8"]["best_top1_values"].split(";")]
+    seeds["kd_resnet20_resnet8_da"] = [float(v) for v in table1["da_resnet20_resnet8"]["best_top1_values"].split(";")]
+    print("| method | seeds (+DA) | without DA | with DA | Δ (DA) | Welch t |")
+    print("|---|---|---|---|---|---|")
+    for group in sorted(g for g in seeds if g.endswith("_da")):
+        with_da, without = seeds[group], seeds.get(group.removesuffix("_da"), [])
+        if not without:
+            continue
+        print(f"| {group.replace('_resnet20_resnet8_da', '')} | {len(with_da)} | {mean_std(without)} | "
+              f"{mean_std(with_da)} | {statistics.fmean(with_da) - statistics.fmean(without):+.2f} | "
+              f"{welch_columns(with_da, without)} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collect", type=Path, nargs="*", default=[], help="run folders to add to the CSV")
     parser.add_argument("--session", default="", help="a label for the collected runs (e.g. the date)")
     parser.add_argument("--commit", default="", help="the code revision the collected runs ran")
     parser.add_argument("--speed", type=Path, nargs="*", default=[], help="method_zoo_speed.py JSON files")
+    parser.add_argument("--da-effect", action="store_true",
+                        help="print the table of each +DA group against its method without DA instead")
     args = parser.parse_args()
     runs = read_runs(RUNS_CSV)
     if args.collect:
@@ -100,6 +119,9 @@ def main() -> int:
             print(f"KD seed {row['seed']} does not reproduce: {row['best_top1']} (session {row['session']}), "
                   f"{kd[int(row['seed'])]} in {TABLE1_CSV.name}", file=sys.stderr)
             return 1
+    if args.da_effect:
+        print_da_effect(groups, table1)
+        return 0
     speed: dict[str, dict] = {}
     for path in args.speed:  # the first file's KD is the baseline; later files add their other entries
         for name, entry in json.loads(path.read_text())["methods"].items():
