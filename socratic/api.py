@@ -89,6 +89,10 @@ class DistillationLoss(nn.Module):
     def teachers(self) -> nn.ModuleList:
         return self.distiller.teachers
 
+    def disagreement_targets(self) -> list[nn.Module]:
+        """What to hand Disagreement Augmentation: the teachers (DML: the student's peers)."""
+        return self.distiller.disagreement_targets()
+
     def extra_parameters(self) -> list[nn.Parameter]:
         """The method's trainable parameters beyond the student's (empty for most logit methods)."""
         return self.distiller.extra_parameters()

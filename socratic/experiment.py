@@ -113,7 +113,7 @@ def build_augmentation(cfg: ExperimentConfig, dataset: ImageDataset) -> Augmenta
     """The `da` section as a batch transform (None when disabled); clamping uses the loader's mean/std."""
     if not cfg.da.enabled:
         return None
-    if not cfg.teachers:
+    if not cfg.teachers and not METHODS.get(cfg.method.name).meta.get("da_targets"):
         raise ConfigError("da.enabled: Disagreement Augmentation needs a teacher and this config has none")
     from socratic.augment import DisagreementAugmentation
 

@@ -82,7 +82,7 @@ class DistillationModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         if self.augmentation is not None:
-            x = self.augmentation(x, self.distiller.student, self.distiller.teachers)
+            x = self.augmentation(x, self.distiller.student, self.distiller.disagreement_targets())
         logits, losses = self.distiller.forward_train(x, y, self._context(batch_idx))
         loss = sum(losses.values())
         for name, value in losses.items():

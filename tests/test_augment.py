@@ -210,7 +210,7 @@ def test_config_section() -> None:
     assert config.da.clamp is None and config.da.target == "mean" and config.da.temperature == 1.0
     with pytest.raises(ConfigError, match="da.enabled: Disagreement Augmentation needs a teacher"):
         config_from_dict({"da": {"enabled": True}})
-    with pytest.raises(ConfigError, match="da.target=1 but the config has 1 teacher"):
+    with pytest.raises(ConfigError, match=r"da.target=1 but the config has 1 model\(s\) in teachers"):
         config_from_dict({**kd, "da": {"enabled": True, "target": 1}})
     with pytest.raises(ConfigError, match="unknown config key 'da.alpha'"):
         config_from_dict({**kd, "da": {"alpha": 0.1}})

@@ -1,6 +1,7 @@
 """DML: the mutual KL against a hand computation, each peer's gradient from its own loss only, one optimiser per
-peer (each saved in last.pt and restored on resume), every peer evaluated, a CLI run without a teacher, and the
-config errors (no peers, a teacher given, DA without a teacher)."""
+peer (each saved in last.pt and restored on resume), every peer evaluated, a CLI run without a teacher, with and
+without DA (toward disagreement with the peers), and the config errors (no peers, a teacher given, a DA target
+that is not a peer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import math
 import pytest
 import torch
 
+import socratic
+from socratic.augment import DisagreementAugmentation, disagreement_score
 from socratic.cli import main
 from socratic.config import config_from_dict
 from socratic.distillers import create_distiller
@@ -65,8 +68,27 @@ def test_config_errors() -> None:
 DMLM = {"name": "dml", "peers": ["resnet8"]}
 
 
+def test_da_moves_the_batch_toward_disagreement_with_the_peers_and_leaves_their_buffers() -> None:
+    torch.manual_seed(0)
+    distiller = create_distiller("dml", create_model("resnet8", num_classes=10), peers=["resnet8"]).train()
+    peer = distiller.peers[0]
+    assert distiller.disagreement_targets() == [peer] and peer.training
+    buffers = {k: v.clone() for k, v in peer.state_dict().items()}
+    x = torch.randn(8, 3, 32, 32)
+    da = DisagreementAugmentation(steps=3, lr=0.05, prob=1.0, optimizer="sign")
+    x_new = da(x, distiller.student, distiller.disagreement_targets())
+    assert not torch.equal(x_new, x)
+    assert all(torch.equal(v, peer.state_dict()[k]) for k, v in buffers.items()), "DA changed the peer's buffers"
+    with torch.no_grad():
+        before, after = (disagreement_score(distiller.student(b), peer(b)).item() for b in (x, x_new))
+    assert after > before
+    criterion = socratic.DistillationLoss("dml", [], distiller.student, peers=[peer])  # a user's own loop
+    assert criterion.disagreement_targets() == [peer]
+
+
 def test_dml_runs_from_the_command_line_and_evaluates_every_peer(method_cli_runs, capsys) -> None:
-    run_dir = method_cli_runs(DMLM, teachers=0, variants={"plain": []})["plain"]
+    runs = method_cli_runs(DMLM, teachers=0)
+    run_dir = runs["plain"]
     metrics = read_metrics(run_dir / "metrics.jsonl")[-1]
     assert {"val_top1", "val_peer1_top1", "val_max_top1", "train_peer1_ce", "train_kl"} <= set(metrics)
     assert metrics["val_max_top1"] == max(metrics["val_top1"], metrics["val_peer1_top1"])
@@ -75,10 +97,13 @@ def test_dml_runs_from_the_command_line_and_evaluates_every_peer(method_cli_runs
     assert state["optimizers"]["peer1"]["state"], "the peer's optimiser has its own momentum buffers"
     summary = __import__("json").loads((run_dir / "summary.json").read_text())
     assert set(summary["peers"]) == {"peer1"} and summary["best_max_top1"] >= summary["best_top1"]
+    da_metrics = read_metrics(runs["da"] / "metrics.jsonl")[-1]  # DA toward the student-peer disagreement
+    assert da_metrics["da_perturbed"] == 1.0 and da_metrics["da_abs_dx"] > 0
+    assert da_metrics["train_peer1_kl"] != metrics["train_peer1_kl"]
     capsys.readouterr()
-    path = run_dir.parents[1].parent / "dml.yaml"  # DA perturbs toward a teacher's disagreement: DML has none
-    assert main(["distill", str(path), "name=dml_da", "da.enabled=true"]) == 2
-    assert "da.enabled" in capsys.readouterr().err
+    path = run_dir.parents[1].parent / "dml.yaml"
+    assert main(["distill", str(path), "name=dml_da1", "da.enabled=true", "da.target=1"]) == 2
+    assert "da.target=1 but the config has 1 model(s) in method.peers" in capsys.readouterr().err
 
 
 def test_a_resumed_dml_run_restores_every_peer_and_optimiser(method_cli_runs, stopped_and_resumed) -> None:

@@ -77,8 +77,8 @@ def disagreement_score(student_logits: Tensor, target_logits: Tensor, objective:
 
 
 @contextlib.contextmanager
-def frozen_running_stats(model: nn.Module) -> Iterator[None]:
-    """Run `model` as it is (train mode: BatchNorm on batch statistics) without changing any of its buffers.
+def frozen_running_stats(*models: nn.Module) -> Iterator[None]:
+    """Run `models` as they are (train mode: BatchNorm on batch statistics) without changing any of their buffers.
 
     BatchNorm layers in train mode get `track_running_stats=False` for the duration, which makes them
     normalise with the batch statistics and skip the update of running_mean/var and num_batches_tracked
@@ -86,7 +86,7 @@ def frozen_running_stats(model: nn.Module) -> Iterator[None]:
     """
     toggled: list[_BatchNorm] = []
     saved: list[tuple[Tensor, Tensor]] = []
-    for module in model.modules():
+    for module in (m for model in models for m in model.modules()):
         if isinstance(module, _BatchNorm):
             if module.training and module.track_running_stats:
                 module.track_running_stats = False
@@ -193,7 +193,8 @@ class DisagreementAugmentation:
     backward to the input only (no parameter gradients), plus one no-grad forward on measured batches.
     Models are used in place: parameters, their .grad and all buffers (BatchNorm running statistics and
     num_batches_tracked included) are unchanged afterwards. Teachers are used in the mode they are in
-    (Distiller keeps them in eval mode).
+    (Distiller keeps them in eval mode); a target in train mode (DML's peers, `Distiller.disagreement_targets`)
+    runs on batch statistics with its buffers untouched, as the student does.
     """
 
     def __init__(self, steps: int = DAConfig.steps, lr: float = DAConfig.lr, prob: float = DAConfig.prob,
@@ -284,7 +285,7 @@ class DisagreementAugmentation:
         used = self._teachers_used(teachers)
         weights = self._ensemble_weights(x, len(used))
         clean = x.detach()
-        with torch.no_grad(), frozen_running_stats(student):
+        with torch.no_grad(), frozen_running_stats(student, *used):
             each = [teacher(clean) for teacher in used]
             scores = self.score_per_sample(student(clean), self._combine(each, weights))
         rows = scores.topk(count, largest=self.select_by == "largest").indices.sort().values
@@ -410,7 +411,7 @@ class DisagreementAugmentation:
             low = self._low.to(x_adv.device, x_adv.dtype)
             high = self._high.to(x_adv.device, x_adv.dtype)
         fp16 = _fp16_autocast(x_adv.device.type)
-        with torch.enable_grad(), frozen_running_stats(student):
+        with torch.enable_grad(), frozen_running_stats(student, *used):
             for k in range(steps):
                 # The models see a view of the leaf x_adv, not the leaf itself: autocast caches its casts of
                 # leaves that require grad (meant for weights) for the whole autocast region, and would keep

@@ -367,7 +367,10 @@ def _validate_da(config: ExperimentConfig, method_meta: dict) -> None:
         raise ConfigError(str(err)) from err
     if not da.enabled:
         return
-    if not config.teachers:
+    targets = method_meta.get("da_targets")  # an online method's options list of the models DA disagrees with
+    count = len(getattr(config.method, targets)) if targets else len(config.teachers)
+    what = f"method.{targets}" if targets else "teachers"
+    if not count:
         raise ConfigError(f"da.enabled: Disagreement Augmentation needs a teacher, and method.name "
                           f"'{config.method.name}' has none (use a distillation method such as kd with teachers)")
     if da.target == "weighted":
@@ -375,9 +378,9 @@ def _validate_da(config: ExperimentConfig, method_meta: dict) -> None:
             weighted = [e.name for e in METHODS.entries() if e.meta.get("teacher_weights")]
             raise ConfigError(f"da.target=weighted needs a multi-teacher method ({', '.join(weighted)}) whose "
                               f"teacher weights it uses; method.name is '{config.method.name}'")
-    elif da.target != "mean" and da.target >= len(config.teachers):
-        raise ConfigError(f"da.target={da.target} but the config has {len(config.teachers)} teacher(s): "
-                          f"use 'mean' or 0..{len(config.teachers) - 1}")
+    elif da.target != "mean" and da.target >= count:
+        raise ConfigError(f"da.target={da.target} but the config has {count} model(s) in {what}: "
+                          f"use 'mean' or 0..{count - 1}")
 
 
 # ------------------------------------------------------------------ value checks the config sections share

@@ -22,7 +22,9 @@ from socratic.models.features import Features
 from socratic.registry import METHODS, Options
 
 # @register_distiller("kd", options=KDOptions, teachers=(1, 1)); `features=True`: the method reads
-# forward_features() of its models (create_distiller wraps a plain nn.Module for it, socratic.models.external)
+# forward_features() of its models (create_distiller wraps a plain nn.Module for it, socratic.models.external);
+# `da_targets="peers"`: a method without teachers whose options field `peers` lists the models Disagreement
+# Augmentation disagrees with (`Distiller.disagreement_targets`, checked by the config loader)
 register_distiller = METHODS.register
 
 
@@ -229,6 +231,11 @@ class Distiller(nn.Module):
     def bind_train_set(self, labels: Tensor) -> None:
         """Called once before training (and before a resume restores the state) with the training set's labels
         by dataset index, for a method that keeps per-sample state (CRD's memory bank); nothing by default."""
+
+    def disagreement_targets(self) -> list[nn.Module]:
+        """The models whose logits Disagreement Augmentation moves the batch away from agreeing with: the
+        teachers; an online method without teachers (DML) gives the student's peers."""
+        return list(self.teachers)
 
     @property
     def teacher(self) -> nn.Module:

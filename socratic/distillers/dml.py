@@ -54,7 +54,7 @@ class DMLOptions(Options):
                              f"[resnet8]; got {self.peers!r}")
 
 
-@register_distiller("dml", options=DMLOptions, teachers=(0, 0))
+@register_distiller("dml", options=DMLOptions, teachers=(0, 0), da_targets="peers")
 class DML(Distiller):
     """Zhang, Xiang, Hospedales & Lu, "Deep Mutual Learning", CVPR 2018.
 
@@ -63,6 +63,10 @@ class DML(Distiller):
     are summed into one backward (each peer's gradient is its own loss's, as the peers share no parameters)
     and every peer has its own optimiser (`optimizer_groups`), stepped on every batch: the synchronous update of
     the reference code. The trainer evaluates every peer (`evaluated_models`); best.pt holds the student.
+
+    With `da.enabled`, Disagreement Augmentation moves each batch toward disagreement between the student and
+    its peers (their mean logits, or peer `da.target`; `disagreement_targets`): each peer is the others'
+    teacher. This composition is socratic's, not the DML or DA papers'.
     """
 
     def __init__(self, student: nn.Module, teachers: Sequence[nn.Module] = (),
@@ -97,6 +101,9 @@ class DML(Distiller):
 
     def evaluated_models(self) -> dict[str, nn.Module]:
         return dict(zip(self.peer_names, self.peers))
+
+    def disagreement_targets(self) -> list[nn.Module]:
+        return list(self.peers)
 
     def forward_train(self, x: Tensor, y: Tensor, ctx: TrainContext | None = None
                       ) -> tuple[Tensor, dict[str, Tensor]]:

@@ -49,7 +49,7 @@ def train_step(distiller: Distiller, x: torch.Tensor, y: torch.Tensor, ctx: Trai
     with autocast(x.device, precision), distiller.replaying(replay):
         known = None
         if augmentation is not None:
-            x = augmentation(x, distiller.student, distiller.teachers)
+            x = augmentation(x, distiller.student, distiller.disagreement_targets())
             known = getattr(augmentation, "known_teacher_logits", None)
             known = known() if known is not None else None
         with distiller.known_teacher_logits(known):
@@ -80,10 +80,10 @@ class Trainer(Run):
     checkpointed.
 
     `augmentation` (optional) transforms each training batch before `forward_train`:
-    `x = augmentation(x, distiller.student, distiller.teachers)`, inside the same autocast, so the
-    distiller recomputes the teachers' logits on the new batch and CE keeps the original labels; its
-    `epoch_metrics()` join the epoch's metrics. Any randomness it draws from torch's global RNG is
-    covered by the checkpointed RNG state, so resume still reproduces.
+    `x = augmentation(x, distiller.student, distiller.disagreement_targets())` (the teachers; DML's peers),
+    inside the same autocast, so the distiller recomputes the teachers' logits on the new batch and CE keeps
+    the original labels; its `epoch_metrics()` join the epoch's metrics. Any randomness it draws from torch's
+    global RNG is covered by the checkpointed RNG state, so resume still reproduces.
 
     Under torchrun (a process group with more than one rank, see `socratic.engine.distributed`) the
     trainable modules are wrapped in DistributedDataParallel, metrics are summed over ranks, and only
