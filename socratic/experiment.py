@@ -111,10 +111,8 @@ def build_distiller(cfg: ExperimentConfig, num_classes: int, in_channels: int) -
 
 def build_augmentation(cfg: ExperimentConfig, dataset: ImageDataset) -> Augmentation | None:
     """The `da` section as a batch transform (None when disabled); clamping uses the loader's mean/std."""
-    if not cfg.da.enabled:
+    if not cfg.da.enabled:  # the loader checked that the method has targets (teachers, or DML's peers)
         return None
-    if not cfg.teachers and not METHODS.get(cfg.method.name).meta.get("da_targets"):
-        raise ConfigError("da.enabled: Disagreement Augmentation needs a teacher and this config has none")
     from socratic.augment import DisagreementAugmentation
 
     try:
